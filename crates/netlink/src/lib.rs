@@ -1,0 +1,17 @@
+//! The kernel's uevent socket (`NETLINK_KOBJECT_UEVENT`).
+//!
+//! [`KernelListener`] receives uevents and trusts only the kernel (sender port 0); everything
+//! that can go wrong is a [`RecvError`] whose [`Severity`] tells the caller whether to carry on,
+//! resync from sysfs, or stop. [`Injector`] sends uevents *to* the kernel's socket so that it
+//! re-broadcasts them exactly like its own — the basis of hermetic tests and benchmarks, and
+//! guarded so it cannot run in the host's network namespace.
+#![deny(unsafe_code)]
+
+mod inject;
+mod listener;
+
+pub use inject::{InjectError, Injector};
+pub use listener::{
+    KernelListener, ListenError, ListenerOptions, ListenerStats, RecvError, Severity,
+    DEFAULT_RECV_BUFFER, KERNEL_GROUP,
+};

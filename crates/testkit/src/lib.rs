@@ -1,0 +1,46 @@
+//! Hermetic test support for uevd.
+//!
+//! Tests run the code under test in a **private network namespace** ([`in_private_netns`]) and
+//! inject kernel-identical uevents there ([`Injector`], [`burst`]); listeners in that namespace
+//! receive them from port 0 with the kernel's own `SEQNUM`, and nothing leaks to the host.
+//! Genuine kernel events for non-network devices are broadcast to every namespace, so tests
+//! name their devices with a [`unique`] prefix and filter on it.
+//!
+//! Needs `CAP_SYS_ADMIN` (root), as CI has.
+
+mod child;
+mod netns;
+
+pub use child::{uevd_command, Child, Line};
+pub use netns::{in_private_netns, NetnsError};
+pub use uevd_netlink::{Injector, KernelListener, ListenerOptions};
+pub use uevd_wire::{Action, Uevent, UeventBuilder};
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A name unique to this process and call, to tell a test's events from everyone else's.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// An event payload for injection (no `SEQNUM`: the kernel appends it).
+pub fn event(action: Action, devpath: &str, subsystem: &str) -> UeventBuilder {
+    UeventBuilder::new(action, devpath, subsystem)
+}
+
+/// `n` distinct `add` payloads under `/devices/virtual/<tag>/`, each carrying `INDEX=i`, for
+/// bursts and ordering checks.
+pub fn burst(tag: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            event(Action::Add, &format!("/devices/virtual/{tag}/dev{i}"), tag)
+                .var("INDEX", i.to_string())
+                .to_bytes()
+        })
+        .collect()
+}

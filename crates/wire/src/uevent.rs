@@ -1,0 +1,643 @@
+//! The kernel uevent datagram: `ACTION@DEVPATH\0KEY=VALUE\0…`.
+//!
+//! # Decisions
+//! - **Duplicate keys** are kept, in order, so serialisation is lossless; lookups return the
+//!   *last* occurrence. That is what makes injected events behave like kernel ones: the kernel
+//!   appends its own `SEQNUM=` after the sender's fields, and the kernel's value must win.
+//! - **The header** `ACTION@DEVPATH` must agree with the `ACTION=` and `DEVPATH=` fields (the
+//!   kernel builds all three from the same strings); a disagreement means forgery or corruption
+//!   and the message is refused rather than guessing which one is true.
+//! - **Keys** are non-empty printable ASCII without `=`. **Values** are any bytes but NUL; the
+//!   keys uevd interprets as text (`ACTION DEVPATH DEVPATH_OLD SUBSYSTEM DEVNAME DEVTYPE DRIVER
+//!   SYNTH_UUID`) must be UTF-8, and the numeric ones (`SEQNUM MAJOR MINOR IFINDEX`) decimal.
+//!   Other values are kept as raw bytes ([`Uevent::get_bytes`]).
+//! - **Bounds**: the kernel builds a uevent from an `ACTION@DEVPATH` header (a devpath is a
+//!   sysfs path, shorter than `PATH_MAX` = 4096) and an environment buffer of 2048 bytes holding
+//!   at most 64 variables (`UEVENT_BUFFER_SIZE`, `UEVENT_NUM_ENVP`). [`MAX_MESSAGE_LEN`] and
+//!   [`MAX_FIELDS`] sit well above that and well below anything that could hurt.
+
+use crate::error::{excerpt, ParseError};
+use crate::Action;
+use std::fmt;
+
+/// The largest datagram accepted: 4096 (devpath) + 2048 (environment) + room for the header
+/// and an appended `SEQNUM=`, rounded up. No kernel uevent reaches it.
+pub const MAX_MESSAGE_LEN: usize = 8192;
+
+/// The most `KEY=VALUE` fields accepted: twice the kernel's `UEVENT_NUM_ENVP` (64).
+pub const MAX_FIELDS: usize = 128;
+
+/// Byte offsets of one `KEY=VALUE` field inside the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Field {
+    /// First byte of the key.
+    start: u16,
+    /// The `=` between key and value.
+    eq: u16,
+    /// The terminating NUL.
+    end: u16,
+}
+
+/// Keys looked up by index rather than by scanning, because every event needs them.
+#[derive(Clone, Copy)]
+#[repr(usize)]
+enum Known {
+    Action,
+    Devpath,
+    DevpathOld,
+    Subsystem,
+    Seqnum,
+    Devname,
+    Devtype,
+    Major,
+    Minor,
+    Driver,
+    SynthUuid,
+    Ifindex,
+}
+
+const KNOWN_COUNT: usize = 12;
+const ABSENT: u8 = u8::MAX;
+
+impl Known {
+    fn of(key: &[u8]) -> Option<Known> {
+        Some(match key {
+            b"ACTION" => Known::Action,
+            b"DEVPATH" => Known::Devpath,
+            b"DEVPATH_OLD" => Known::DevpathOld,
+            b"SUBSYSTEM" => Known::Subsystem,
+            b"SEQNUM" => Known::Seqnum,
+            b"DEVNAME" => Known::Devname,
+            b"DEVTYPE" => Known::Devtype,
+            b"MAJOR" => Known::Major,
+            b"MINOR" => Known::Minor,
+            b"DRIVER" => Known::Driver,
+            b"SYNTH_UUID" => Known::SynthUuid,
+            b"IFINDEX" => Known::Ifindex,
+            _ => return None,
+        })
+    }
+}
+
+/// One kernel uevent, parsed and validated, owning its bytes.
+///
+/// Built by [`Uevent::parse`] from a datagram or by [`crate::UeventBuilder`]. Every accessor is
+/// infallible because validation happened once, at parse time.
+#[derive(Clone)]
+pub struct Uevent {
+    bytes: Box<[u8]>,
+    /// Length of the header, without its NUL.
+    header_len: u16,
+    fields: Vec<Field>,
+    /// Index into `fields` of the last occurrence of each [`Known`] key, or [`ABSENT`].
+    known: [u8; KNOWN_COUNT],
+    action: Action,
+    seqnum: u64,
+    devnum: Option<(u32, u32)>,
+    ifindex: Option<u32>,
+}
+
+impl Uevent {
+    /// Parses and validates one datagram as received from the kernel.
+    pub fn parse(bytes: &[u8]) -> Result<Uevent, ParseError> {
+        if bytes.is_empty() {
+            return Err(ParseError::Empty);
+        }
+        if bytes.len() > MAX_MESSAGE_LEN {
+            return Err(ParseError::TooLarge {
+                len: bytes.len(),
+                max: MAX_MESSAGE_LEN,
+            });
+        }
+        if bytes.starts_with(b"libudev\0") {
+            return Err(ParseError::LibudevFraming);
+        }
+        if bytes.last() != Some(&0) {
+            return Err(ParseError::Truncated);
+        }
+        let header_len = memchr0(bytes, 0);
+        let header = &bytes[..header_len];
+        let Some(at) = header.iter().position(|&b| b == b'@') else {
+            return Err(ParseError::MissingHeader {
+                first: excerpt(header),
+            });
+        };
+
+        let mut fields = Vec::with_capacity(16);
+        let mut known = [ABSENT; KNOWN_COUNT];
+        let mut pos = header_len + 1;
+        while pos < bytes.len() {
+            let end = memchr0(bytes, pos);
+            if end == pos {
+                return Err(ParseError::EmptyField { offset: pos });
+            }
+            let field = &bytes[pos..end];
+            let Some(eq) = field.iter().position(|&b| b == b'=') else {
+                return Err(ParseError::MissingEquals {
+                    field: excerpt(field),
+                    offset: pos,
+                });
+            };
+            let key = &field[..eq];
+            if key.is_empty() || !key.iter().all(|b| b.is_ascii_graphic()) {
+                return Err(ParseError::InvalidKey {
+                    key: excerpt(key),
+                    offset: pos,
+                });
+            }
+            if fields.len() == MAX_FIELDS {
+                return Err(ParseError::TooManyFields { max: MAX_FIELDS });
+            }
+            if let Some(k) = Known::of(key) {
+                // MAX_FIELDS < ABSENT, so the index fits and never collides with ABSENT.
+                known[k as usize] = fields.len() as u8;
+            }
+            // MAX_MESSAGE_LEN < u16::MAX, so offsets fit.
+            fields.push(Field {
+                start: pos as u16,
+                eq: (pos + eq) as u16,
+                end: end as u16,
+            });
+            pos = end + 1;
+        }
+
+        let mut event = Uevent {
+            bytes: bytes.into(),
+            header_len: header_len as u16,
+            fields,
+            known,
+            action: Action::Add,
+            seqnum: 0,
+            devnum: None,
+            ifindex: None,
+        };
+        event.validate(at)?;
+        Ok(event)
+    }
+
+    /// Checks required keys, the header, text and numeric values; fills the cached values.
+    fn validate(&mut self, at: usize) -> Result<(), ParseError> {
+        for (known, name) in [
+            (Known::Action, "ACTION"),
+            (Known::Devpath, "DEVPATH"),
+            (Known::DevpathOld, "DEVPATH_OLD"),
+            (Known::Subsystem, "SUBSYSTEM"),
+            (Known::Devname, "DEVNAME"),
+            (Known::Devtype, "DEVTYPE"),
+            (Known::Driver, "DRIVER"),
+            (Known::SynthUuid, "SYNTH_UUID"),
+        ] {
+            if let Some(value) = self.known_bytes(known) {
+                if std::str::from_utf8(value).is_err() {
+                    return Err(ParseError::InvalidUtf8 { key: name });
+                }
+            }
+        }
+        let action = self
+            .known_bytes(Known::Action)
+            .ok_or(ParseError::MissingKey("ACTION"))?;
+        let parsed_action =
+            Action::from_bytes(action).ok_or_else(|| ParseError::UnknownAction(excerpt(action)))?;
+        let devpath = self
+            .known_bytes(Known::Devpath)
+            .ok_or(ParseError::MissingKey("DEVPATH"))?;
+        check_devpath("DEVPATH", devpath)?;
+        if self.known_bytes(Known::Subsystem).is_none() {
+            return Err(ParseError::MissingKey("SUBSYSTEM"));
+        }
+        let seqnum = self
+            .known_bytes(Known::Seqnum)
+            .ok_or(ParseError::MissingKey("SEQNUM"))?;
+        let seqnum = parse_decimal("SEQNUM", seqnum)?;
+        if let Some(old) = self.known_bytes(Known::DevpathOld) {
+            check_devpath("DEVPATH_OLD", old)?;
+        }
+
+        let header = &self.bytes[..usize::from(self.header_len)];
+        let (header_action, header_devpath) = (&header[..at], &header[at + 1..]);
+        if header_action != action {
+            return Err(self.mismatch("ACTION", action));
+        }
+        if header_devpath != devpath {
+            return Err(self.mismatch("DEVPATH", devpath));
+        }
+
+        self.action = parsed_action;
+        self.seqnum = seqnum;
+        let major = self.number(Known::Major, "MAJOR")?;
+        let minor = self.number(Known::Minor, "MINOR")?;
+        self.devnum = match (major, minor) {
+            (Some(major), Some(minor)) => Some((major, minor)),
+            _ => None,
+        };
+        self.ifindex = self.number(Known::Ifindex, "IFINDEX")?;
+        Ok(())
+    }
+
+    fn mismatch(&self, key: &'static str, value: &[u8]) -> ParseError {
+        ParseError::HeaderMismatch {
+            header: excerpt(&self.bytes[..usize::from(self.header_len)]),
+            key,
+            value: excerpt(value),
+        }
+    }
+
+    fn number(&self, known: Known, name: &'static str) -> Result<Option<u32>, ParseError> {
+        match self.known_bytes(known) {
+            None => Ok(None),
+            Some(value) => {
+                let n = parse_decimal(name, value)?;
+                u32::try_from(n)
+                    .map(Some)
+                    .map_err(|_| ParseError::InvalidNumber {
+                        key: name,
+                        value: excerpt(value),
+                    })
+            }
+        }
+    }
+
+    fn field_value(&self, field: Field) -> &[u8] {
+        &self.bytes[usize::from(field.eq) + 1..usize::from(field.end)]
+    }
+
+    fn known_bytes(&self, known: Known) -> Option<&[u8]> {
+        let index = self.known[known as usize];
+        (index != ABSENT).then(|| self.field_value(self.fields[usize::from(index)]))
+    }
+
+    /// A text key's value; validated as UTF-8 at parse time.
+    fn known_str(&self, known: Known) -> Option<&str> {
+        self.known_bytes(known)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// What happened.
+    pub fn action(&self) -> Action {
+        self.action
+    }
+
+    /// The device's path below `/sys`, e.g. `/devices/virtual/block/loop0`.
+    pub fn devpath(&self) -> &str {
+        self.known_str(Known::Devpath).unwrap_or_default()
+    }
+
+    /// The previous devpath of a `move` event.
+    pub fn devpath_old(&self) -> Option<&str> {
+        self.known_str(Known::DevpathOld)
+    }
+
+    /// The subsystem, e.g. `block`, `net`, `input`.
+    pub fn subsystem(&self) -> &str {
+        self.known_str(Known::Subsystem).unwrap_or_default()
+    }
+
+    /// The kernel's sequence number: increasing, shared by all uevents.
+    pub fn seqnum(&self) -> u64 {
+        self.seqnum
+    }
+
+    /// The node name the kernel suggests, relative to `/dev` (e.g. `input/event3`).
+    pub fn devname(&self) -> Option<&str> {
+        self.known_str(Known::Devname)
+    }
+
+    /// The device type within the subsystem, e.g. `disk`, `partition`.
+    pub fn devtype(&self) -> Option<&str> {
+        self.known_str(Known::Devtype)
+    }
+
+    /// `(MAJOR, MINOR)` when the event carries both.
+    pub fn devnum(&self) -> Option<(u32, u32)> {
+        self.devnum
+    }
+
+    /// The network interface index of `net` devices.
+    pub fn ifindex(&self) -> Option<u32> {
+        self.ifindex
+    }
+
+    /// The bound driver's name.
+    pub fn driver(&self) -> Option<&str> {
+        self.known_str(Known::Driver)
+    }
+
+    /// `SYNTH_UUID` of a synthetic event: the UUID written to the `uevent` file, or `0` for a
+    /// plain write. `None` for genuine kernel events.
+    pub fn synth_uuid(&self) -> Option<&str> {
+        self.known_str(Known::SynthUuid)
+    }
+
+    /// The `SYNTH_ARG_KEY=VALUE` arguments of a synthetic event, as `(KEY, VALUE)`.
+    pub fn synth_args(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.iter()
+            .filter_map(|(k, v)| k.strip_prefix("SYNTH_ARG_").map(|k| (k, v)))
+    }
+
+    /// The last value of `key`, if present and UTF-8.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.get_bytes(key)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The last value of `key` as raw bytes.
+    pub fn get_bytes(&self, key: &str) -> Option<&[u8]> {
+        if let Some(known) = Known::of(key.as_bytes()) {
+            return self.known_bytes(known);
+        }
+        self.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// Every field in wire order, duplicates included.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&str, &[u8])> + ExactSizeIterator {
+        self.fields.iter().map(|&f| {
+            let key = &self.bytes[usize::from(f.start)..usize::from(f.eq)];
+            // Keys were checked to be ASCII at parse time.
+            (
+                std::str::from_utf8(key).unwrap_or_default(),
+                self.field_value(f),
+            )
+        })
+    }
+
+    /// The number of `KEY=VALUE` fields, duplicates included.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Never true for a parsed event (it has at least ACTION, DEVPATH, SUBSYSTEM and SEQNUM);
+    /// present because `len` is.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The `ACTION@DEVPATH` header as received.
+    pub fn header(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.header_len)]
+    }
+
+    /// The exact bytes this event was parsed from.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Serialises the event from its fields: identical to [`Uevent::as_bytes`] for every
+    /// event `parse` accepts (that is the round-trip guarantee the property tests check).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes.len());
+        out.extend_from_slice(self.header());
+        out.push(0);
+        for (key, value) in self.iter() {
+            out.extend_from_slice(key.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(value);
+            out.push(0);
+        }
+        out
+    }
+}
+
+impl fmt::Debug for Uevent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Uevent")
+            .field("action", &self.action)
+            .field("devpath", &self.devpath())
+            .field("subsystem", &self.subsystem())
+            .field("seqnum", &self.seqnum)
+            .field("fields", &self.len())
+            .finish()
+    }
+}
+
+impl PartialEq for Uevent {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Uevent {}
+
+/// Position of the first NUL at or after `from` (the caller guarantees one exists: the
+/// message ends in NUL).
+fn memchr0(bytes: &[u8], from: usize) -> usize {
+    bytes[from..]
+        .iter()
+        .position(|&b| b == 0)
+        .map_or(bytes.len() - 1, |i| from + i)
+}
+
+fn parse_decimal(key: &'static str, value: &[u8]) -> Result<u64, ParseError> {
+    let invalid = || ParseError::InvalidNumber {
+        key,
+        value: excerpt(value),
+    };
+    if value.is_empty() || value.len() > 20 {
+        return Err(invalid());
+    }
+    let mut n: u64 = 0;
+    for &b in value {
+        if !b.is_ascii_digit() {
+            return Err(invalid());
+        }
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+            .ok_or_else(invalid)?;
+    }
+    Ok(n)
+}
+
+fn check_devpath(key: &'static str, value: &[u8]) -> Result<(), ParseError> {
+    let ok = value.len() > 1
+        && value[0] == b'/'
+        && value[1..]
+            .split(|&b| b == b'/')
+            .all(|c| !c.is_empty() && c != b"." && c != b"..");
+    if ok {
+        Ok(())
+    } else {
+        Err(ParseError::InvalidDevpath {
+            key,
+            value: excerpt(value),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOOP0: &[u8] = b"change@/devices/virtual/block/loop0\0ACTION=change\0\
+DEVPATH=/devices/virtual/block/loop0\0SUBSYSTEM=block\0SYNTH_UUID=1b4e28ba\0\
+SYNTH_ARG_A=1\0MAJOR=7\0MINOR=0\0DEVNAME=loop0\0DEVTYPE=disk\0DISKSEQ=9\0SEQNUM=4242\0";
+
+    fn parse(bytes: &[u8]) -> Result<Uevent, ParseError> {
+        Uevent::parse(bytes)
+    }
+
+    #[test]
+    fn typed_access_to_a_real_loop0_event() {
+        let ev = parse(LOOP0).unwrap();
+        assert_eq!(ev.action(), Action::Change);
+        assert_eq!(ev.devpath(), "/devices/virtual/block/loop0");
+        assert_eq!(ev.subsystem(), "block");
+        assert_eq!(ev.seqnum(), 4242);
+        assert_eq!(ev.devname(), Some("loop0"));
+        assert_eq!(ev.devtype(), Some("disk"));
+        assert_eq!(ev.devnum(), Some((7, 0)));
+        assert_eq!(ev.driver(), None);
+        assert_eq!(ev.synth_uuid(), Some("1b4e28ba"));
+        assert_eq!(ev.synth_args().collect::<Vec<_>>(), [("A", &b"1"[..])]);
+        assert_eq!(ev.get("DISKSEQ"), Some("9"));
+        assert_eq!(ev.get("NOPE"), None);
+        assert_eq!(ev.len(), 11);
+        assert_eq!(ev.header(), b"change@/devices/virtual/block/loop0");
+        assert_eq!(ev.as_bytes(), LOOP0);
+        assert_eq!(ev.to_bytes(), LOOP0);
+    }
+
+    #[test]
+    fn last_duplicate_wins_and_all_are_kept() {
+        // What an injected event looks like: the sender's SEQNUM, then the kernel's.
+        let raw = b"add@/devices/x\0ACTION=add\0DEVPATH=/devices/x\0SUBSYSTEM=t\0SEQNUM=1\0\
+FOO=a\0FOO=b\0SEQNUM=77\0";
+        let ev = parse(raw).unwrap();
+        assert_eq!(ev.seqnum(), 77);
+        assert_eq!(ev.get("FOO"), Some("b"));
+        assert_eq!(ev.iter().filter(|(k, _)| *k == "SEQNUM").count(), 2);
+        assert_eq!(ev.to_bytes(), raw);
+    }
+
+    #[test]
+    fn values_may_hold_any_byte_but_nul() {
+        let raw = b"add@/devices/x\0ACTION=add\0DEVPATH=/devices/x\0SUBSYSTEM=t\0\
+BIN=\xff\x01= \n\0EMPTY=\0SEQNUM=1\0";
+        let ev = parse(raw).unwrap();
+        assert_eq!(ev.get_bytes("BIN"), Some(&b"\xff\x01= \n"[..]));
+        assert_eq!(ev.get("BIN"), None, "not UTF-8, so no &str");
+        assert_eq!(ev.get("EMPTY"), Some(""));
+    }
+
+    fn err(raw: &[u8]) -> String {
+        parse(raw).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        let ok = "ACTION=add\0DEVPATH=/devices/x\0SUBSYSTEM=t\0SEQNUM=1\0";
+        let with = |header: &str, rest: &str| format!("{header}\0{rest}").into_bytes();
+        assert_eq!(err(b""), "empty message");
+        assert_eq!(
+            err(&vec![b'a'; MAX_MESSAGE_LEN + 1]),
+            "message of 8193 bytes exceeds the 8192-byte bound of kernel uevents"
+        );
+        assert!(err(b"libudev\0\xfe\xed\xca\xfe").contains("libudev framing"));
+        assert_eq!(
+            err(b"add@/devices/x\0ACTION=add\0DEVPATH=/devices/x\0SUBSYSTEM=t\0SEQNUM=1"),
+            "message is truncated: last field is not NUL-terminated"
+        );
+        assert_eq!(
+            err(&with("ACTION=add", ok)),
+            "missing ACTION@DEVPATH header (first field is \"ACTION=add\")"
+        );
+        assert_eq!(
+            err(&with("add@/devices/x", "ACTION=add\0\0SEQNUM=1\0")),
+            "empty field at byte 26"
+        );
+        assert_eq!(
+            err(&with("add@/devices/x", "ACTION=add\0JUNK\0")),
+            "field \"JUNK\" at byte 26 has no '='"
+        );
+        assert!(err(&with("add@/devices/x", "=v\0")).starts_with("invalid key \"\""));
+        assert!(err(&with("add@/devices/x", "A B=v\0")).starts_with("invalid key \"A B\""));
+        assert_eq!(
+            err(&with(
+                "add@/devices/x",
+                "DEVPATH=/devices/x\0SUBSYSTEM=t\0SEQNUM=1\0"
+            )),
+            "required key ACTION is missing"
+        );
+        assert_eq!(
+            err(&with(
+                "add@/devices/x",
+                "ACTION=add\0SUBSYSTEM=t\0SEQNUM=1\0"
+            )),
+            "required key DEVPATH is missing"
+        );
+        assert_eq!(
+            err(&with(
+                "add@/devices/x",
+                "ACTION=add\0DEVPATH=/devices/x\0SEQNUM=1\0"
+            )),
+            "required key SUBSYSTEM is missing"
+        );
+        assert_eq!(
+            err(&with(
+                "add@/devices/x",
+                "ACTION=add\0DEVPATH=/devices/x\0SUBSYSTEM=t\0"
+            )),
+            "required key SEQNUM is missing"
+        );
+        assert_eq!(
+            err(&with(
+                "frob@/devices/x",
+                "ACTION=frob\0DEVPATH=/devices/x\0SUBSYSTEM=t\0SEQNUM=1\0"
+            )),
+            "unknown action \"frob\""
+        );
+        assert_eq!(
+            err(&with("remove@/devices/x", ok)),
+            "header \"remove@/devices/x\" disagrees with ACTION=\"add\""
+        );
+        assert_eq!(
+            err(&with("add@/devices/y", ok)),
+            "header \"add@/devices/y\" disagrees with DEVPATH=\"/devices/x\""
+        );
+        assert_eq!(
+            err(&with(
+                "add@/devices/x",
+                &ok.replace("SEQNUM=1", "SEQNUM=-1")
+            )),
+            "SEQNUM=\"-1\" is not a valid number"
+        );
+        assert_eq!(
+            err(&with(
+                "add@/devices/x",
+                &format!("{ok}MAJOR=4294967296\0MINOR=0\0")
+            )),
+            "MAJOR=\"4294967296\" is not a valid number"
+        );
+        assert_eq!(
+            err(&with(
+                "add@/devices/../x",
+                &ok.replace("/devices/x", "/devices/../x")
+            )),
+            "DEVPATH=\"/devices/../x\" is not an absolute normalised path (no '.', '..' or empty components)"
+        );
+    }
+
+    #[test]
+    fn text_keys_must_be_utf8() {
+        let mut raw = b"add@/devices/x\0ACTION=add\0DEVPATH=/devices/x\0SUBSYSTEM=t\0SEQNUM=1\0DEVNAME=\xff\0".to_vec();
+        assert_eq!(err(&raw), "value of DEVNAME is not UTF-8");
+        raw.truncate(raw.len() - b"DEVNAME=\xff\0".len());
+        assert!(parse(&raw).is_ok());
+    }
+
+    #[test]
+    fn too_many_fields() {
+        let mut raw =
+            b"add@/devices/x\0ACTION=add\0DEVPATH=/devices/x\0SUBSYSTEM=t\0SEQNUM=1\0".to_vec();
+        for i in 0..MAX_FIELDS {
+            raw.extend_from_slice(format!("K{i}=v\0").as_bytes());
+        }
+        assert_eq!(err(&raw), "more than 128 fields");
+    }
+
+    #[test]
+    fn devnum_needs_both_halves() {
+        let raw =
+            b"add@/devices/x\0ACTION=add\0DEVPATH=/devices/x\0SUBSYSTEM=t\0SEQNUM=1\0MAJOR=8\0";
+        assert_eq!(parse(raw).unwrap().devnum(), None);
+    }
+}
