@@ -1,0 +1,37 @@
+//! Small harness shared by the integration tests.
+
+use std::process::Command;
+use std::time::Duration;
+use uevd_testkit::{event, uevd_command, Action, Child, Injector};
+
+/// How long a test waits for anything before it fails.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `uevd ARGS…` with piped output.
+pub fn uevd(args: &[&str]) -> Command {
+    let mut cmd = uevd_command(env!("CARGO_BIN_EXE_uevd"));
+    cmd.args(args);
+    cmd
+}
+
+/// Spawns `uevd ARGS…` in the calling thread's network namespace.
+pub fn spawn(args: &[&str]) -> Child {
+    Child::spawn(uevd(args)).expect("spawn uevd")
+}
+
+/// Injects probe events under `/devices/virtual/<tag>/probe` until the child prints a stdout line
+/// containing the probe's devpath: from then on it is surely listening.
+pub fn wait_listening(child: &mut Child, inj: &Injector, tag: &str) {
+    let devpath = format!("/devices/virtual/{tag}/probe");
+    let probe = event(Action::Change, &devpath, tag).to_bytes();
+    for _ in 0..100 {
+        inj.send(&probe).expect("inject probe");
+        if child
+            .wait_for_stdout(Duration::from_millis(100), &devpath)
+            .is_some()
+        {
+            return;
+        }
+    }
+    panic!("uevd never printed the probe event\n{}", child.transcript());
+}
