@@ -57,10 +57,26 @@ enum Known {
 }
 
 const KNOWN_COUNT: usize = 12;
+
+/// The keys whose values uevd reads as text, so they must be UTF-8.
+const TEXT_KEYS: [(Known, &str); 8] = [
+    (Known::Action, "ACTION"),
+    (Known::Devpath, "DEVPATH"),
+    (Known::DevpathOld, "DEVPATH_OLD"),
+    (Known::Subsystem, "SUBSYSTEM"),
+    (Known::Devname, "DEVNAME"),
+    (Known::Devtype, "DEVTYPE"),
+    (Known::Driver, "DRIVER"),
+    (Known::SynthUuid, "SYNTH_UUID"),
+];
 const ABSENT: u8 = u8::MAX;
 
 impl Known {
     fn of(key: &[u8]) -> Option<Known> {
+        // Most keys are none of these; reject them by length before comparing bytes.
+        if !matches!(key.len(), 5..=7 | 9..=11) {
+            return None;
+        }
         Some(match key {
             b"ACTION" => Known::Action,
             b"DEVPATH" => Known::Devpath,
@@ -117,7 +133,7 @@ impl Uevent {
         }
         let header_len = memchr0(bytes, 0);
         let header = &bytes[..header_len];
-        let Some(at) = header.iter().position(|&b| b == b'@') else {
+        let Some(at) = memchr::memchr(b'@', header) else {
             return Err(ParseError::MissingHeader {
                 first: excerpt(header),
             });
@@ -127,35 +143,36 @@ impl Uevent {
         let mut known = [ABSENT; KNOWN_COUNT];
         let mut pos = header_len + 1;
         while pos < bytes.len() {
-            let end = memchr0(bytes, pos);
-            if end == pos {
-                return Err(ParseError::EmptyField { offset: pos });
+            // The key: printable ASCII up to '='. The message ends in NUL, so this stops.
+            let mut eq = pos;
+            loop {
+                let b = bytes[eq];
+                if b == b'=' {
+                    break;
+                }
+                if !b.is_ascii_graphic() {
+                    return Err(field_error(bytes, pos, eq));
+                }
+                eq += 1;
             }
-            let field = &bytes[pos..end];
-            let Some(eq) = field.iter().position(|&b| b == b'=') else {
-                return Err(ParseError::MissingEquals {
-                    field: excerpt(field),
-                    offset: pos,
-                });
-            };
-            let key = &field[..eq];
-            if key.is_empty() || !key.iter().all(|b| b.is_ascii_graphic()) {
+            if eq == pos {
                 return Err(ParseError::InvalidKey {
-                    key: excerpt(key),
+                    key: String::new(),
                     offset: pos,
                 });
             }
+            let end = memchr0(bytes, eq + 1);
             if fields.len() == MAX_FIELDS {
                 return Err(ParseError::TooManyFields { max: MAX_FIELDS });
             }
-            if let Some(k) = Known::of(key) {
+            if let Some(k) = Known::of(&bytes[pos..eq]) {
                 // MAX_FIELDS < ABSENT, so the index fits and never collides with ABSENT.
                 known[k as usize] = fields.len() as u8;
             }
             // MAX_MESSAGE_LEN < u16::MAX, so offsets fit.
             fields.push(Field {
                 start: pos as u16,
-                eq: (pos + eq) as u16,
+                eq: eq as u16,
                 end: end as u16,
             });
             pos = end + 1;
@@ -177,16 +194,10 @@ impl Uevent {
 
     /// Checks required keys, the header, text and numeric values; fills the cached values.
     fn validate(&mut self, at: usize) -> Result<(), ParseError> {
-        for (known, name) in [
-            (Known::Action, "ACTION"),
-            (Known::Devpath, "DEVPATH"),
-            (Known::DevpathOld, "DEVPATH_OLD"),
-            (Known::Subsystem, "SUBSYSTEM"),
-            (Known::Devname, "DEVNAME"),
-            (Known::Devtype, "DEVTYPE"),
-            (Known::Driver, "DRIVER"),
-            (Known::SynthUuid, "SYNTH_UUID"),
-        ] {
+        // Nearly every message is UTF-8 throughout; only otherwise check key by key.
+        let all_utf8 = std::str::from_utf8(&self.bytes).is_ok();
+        for (known, name) in if all_utf8 { &[][..] } else { &TEXT_KEYS[..] } {
+            let (known, name) = (*known, *name);
             if let Some(value) = self.known_bytes(known) {
                 if std::str::from_utf8(value).is_err() {
                     return Err(ParseError::InvalidUtf8 { key: name });
@@ -420,10 +431,28 @@ impl Eq for Uevent {}
 /// Position of the first NUL at or after `from` (the caller guarantees one exists: the
 /// message ends in NUL).
 fn memchr0(bytes: &[u8], from: usize) -> usize {
-    bytes[from..]
-        .iter()
-        .position(|&b| b == 0)
-        .map_or(bytes.len() - 1, |i| from + i)
+    memchr::memchr(0, &bytes[from..]).map_or(bytes.len() - 1, |i| from + i)
+}
+
+/// The error for a field starting at `start` whose key hit a byte that is neither printable
+/// nor `=` at `bad`.
+fn field_error(bytes: &[u8], start: usize, bad: usize) -> ParseError {
+    let end = memchr0(bytes, start);
+    let field = &bytes[start..end];
+    if field.is_empty() {
+        ParseError::EmptyField { offset: start }
+    } else if bytes[bad] == 0 {
+        ParseError::MissingEquals {
+            field: excerpt(field),
+            offset: start,
+        }
+    } else {
+        let key_end = memchr::memchr(b'=', field).unwrap_or(field.len());
+        ParseError::InvalidKey {
+            key: excerpt(&field[..key_end]),
+            offset: start,
+        }
+    }
 }
 
 fn parse_decimal(key: &'static str, value: &[u8]) -> Result<u64, ParseError> {
