@@ -9,9 +9,11 @@
 //! Needs `CAP_SYS_ADMIN` (root), as CI has.
 
 mod child;
+mod fake_sysfs;
 mod netns;
 
 pub use child::{uevd_command, Child, Line};
+pub use fake_sysfs::FakeSysfs;
 pub use netns::{in_private_netns, NetnsError};
 pub use uevd_netlink::{Injector, KernelListener, ListenerOptions};
 pub use uevd_wire::{Action, Uevent, UeventBuilder};

@@ -1,6 +1,11 @@
 //! The command line. Doc comments here are the `--help` text.
 
-use clap::{Args, Parser, Subcommand};
+use crate::log::Level;
+use crate::{control, daemon, exit, monitor, settle, trigger};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
 
 /// uevd — a Linux device manager and device-event bus.
 ///
@@ -16,8 +21,57 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the device manager in the foreground.
+    Daemon(DaemonArgs),
     /// Print device events as they arrive (like `udevadm monitor`).
     Monitor(MonitorArgs),
+    /// Wait until the daemon has processed every queued event.
+    Settle(SettleArgs),
+    /// Make the kernel re-announce devices; with --wait, return once they are processed.
+    Trigger(TriggerArgs),
+    /// Send one request to the daemon: ping, stats, reload, log-level LEVEL, exit.
+    Control(ControlArgs),
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `uevd: level: message`.
+    Plain,
+    /// `<N>uevd[pid]: message`, for stderr redirected to /dev/kmsg.
+    Kmsg,
+}
+
+/// Options of `uevd daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Where sysfs is mounted.
+    #[arg(long, value_name = "DIR", default_value = "/sys")]
+    pub sysfs: PathBuf,
+    /// Where device nodes are created.
+    #[arg(long, value_name = "DIR", default_value = "/dev")]
+    pub dev: PathBuf,
+    /// Where the device database and the control socket live.
+    #[arg(long, value_name = "DIR", default_value = "/run/uevd")]
+    pub run: PathBuf,
+    /// Worker threads processing events; 0 processes them on the main thread.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub children: usize,
+    /// Do not walk sysfs at start (only handle new kernel events).
+    #[arg(long)]
+    pub no_coldplug: bool,
+    /// Most verbose log level printed.
+    #[arg(long, value_enum, default_value = "info")]
+    pub log_level: Level,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "plain")]
+    pub log_format: LogFormat,
+    /// Write a newline to this inherited descriptor once ready (s6-style readiness).
+    #[arg(long, value_name = "FD")]
+    pub ready_fd: Option<u32>,
+    /// Kernel uevent socket receive buffer in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = uevd_netlink::DEFAULT_RECV_BUFFER)]
+    pub recv_buffer: usize,
 }
 
 /// Options of `uevd monitor`.
@@ -38,6 +92,148 @@ pub struct MonitorArgs {
     /// Socket receive buffer in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = uevd_netlink::DEFAULT_RECV_BUFFER)]
     pub recv_buffer: usize,
+}
+
+/// Options of `uevd settle`.
+#[derive(Debug, Args)]
+pub struct SettleArgs {
+    /// The daemon's run directory.
+    #[arg(long, value_name = "DIR", default_value = "/run/uevd")]
+    pub run: PathBuf,
+    /// Give up after this many seconds (exit status 3).
+    #[arg(short, long, value_name = "SECS", default_value_t = 120.0)]
+    pub timeout: f64,
+}
+
+/// Options of `uevd trigger`.
+#[derive(Debug, Args)]
+pub struct TriggerArgs {
+    /// Where sysfs is mounted.
+    #[arg(long, value_name = "DIR", default_value = "/sys")]
+    pub sysfs: PathBuf,
+    /// The daemon's run directory (for --wait).
+    #[arg(long, value_name = "DIR", default_value = "/run/uevd")]
+    pub run: PathBuf,
+    /// The action to write.
+    #[arg(short = 'c', long, default_value = "change")]
+    pub action: String,
+    /// Only devices of a matching subsystem (pattern, repeatable: any may match).
+    #[arg(short, long, value_name = "PATTERN")]
+    pub subsystem_match: Vec<String>,
+    /// Skip devices of a matching subsystem (pattern, repeatable).
+    #[arg(short = 'S', long, value_name = "PATTERN")]
+    pub subsystem_nomatch: Vec<String>,
+    /// Only devices with a matching name (pattern, repeatable: any may match).
+    #[arg(long, value_name = "PATTERN")]
+    pub sysname_match: Vec<String>,
+    /// Only devices whose sysfs attribute matches (repeatable: all must match).
+    #[arg(short, long, value_name = "ATTR=PATTERN")]
+    pub attr_match: Vec<String>,
+    /// Only devices with a matching uevent property (repeatable: any may match).
+    #[arg(short, long, value_name = "KEY=PATTERN")]
+    pub property_match: Vec<String>,
+    /// List what would be triggered, write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print each triggered device's sysfs path.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// The transaction's UUID (default: a fresh random one).
+    #[arg(long, value_name = "UUID")]
+    pub uuid: Option<String>,
+    /// Return only when the daemon has fully processed every triggered device's event.
+    #[arg(short, long)]
+    pub wait: bool,
+    /// With --wait, give up after this many seconds (exit status 3) and list the missing.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Add KEY=VALUE to the events (they carry SYNTH_ARG_KEY=VALUE; repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+}
+
+/// Options of `uevd control`.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// The daemon's run directory.
+    #[arg(long, value_name = "DIR", default_value = "/run/uevd")]
+    pub run: PathBuf,
+    /// Give up after this many seconds.
+    #[arg(short, long, value_name = "SECS", default_value_t = 60.0)]
+    pub timeout: f64,
+    /// The request: ping | stats | reload | log-level LEVEL | exit.
+    #[arg(required = true, num_args = 1..=2)]
+    pub request: Vec<String>,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Daemon(args) => run_daemon(&args),
+        Command::Monitor(args) => monitor::run(&args),
+        Command::Settle(args) => settle::run(&args),
+        Command::Trigger(args) => trigger::run(&args),
+        Command::Control(args) => run_control(&args),
+    }
+}
+
+fn run_daemon(args: &DaemonArgs) -> ExitCode {
+    crate::log::set_level(args.log_level);
+    crate::log::set_kmsg(args.log_format == LogFormat::Kmsg);
+    let config = daemon::Config {
+        sysfs: args.sysfs.clone(),
+        dev: args.dev.clone(),
+        run: args.run.clone(),
+        workers: args.children,
+        coldplug: !args.no_coldplug,
+        recv_buffer: args.recv_buffer,
+        ready_fd: args.ready_fd,
+        handle_signals: true,
+    };
+    let policy = Arc::new(daemon::policy::KernelDefaults);
+    let reload: daemon::Reload = Box::new(|| Ok(Arc::new(daemon::policy::KernelDefaults) as _));
+    match daemon::run(config, policy, reload) {
+        Ok(()) => exit::code(exit::SUCCESS),
+        Err(e) => {
+            crate::error!("{e}");
+            exit::code(exit::FAILURE)
+        }
+    }
+}
+
+fn run_control(args: &ControlArgs) -> ExitCode {
+    let line = args.request.join(" ");
+    let request = match control::Request::parse(&line) {
+        Ok(control::Request::WatchUuid(_)) => {
+            eprintln!("uevd control: watch-uuid is for `uevd trigger --wait`");
+            return exit::code(exit::USAGE);
+        }
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("uevd control: {e}");
+            return exit::code(exit::USAGE);
+        }
+    };
+    let timeout = std::time::Duration::from_secs_f64(args.timeout);
+    match control::Client::connect(&args.run).and_then(|mut c| c.call(&request, timeout)) {
+        Ok((lines, text)) => {
+            for l in lines {
+                println!("{l}");
+            }
+            if !text.is_empty() {
+                println!("{text}");
+            }
+            exit::code(exit::SUCCESS)
+        }
+        Err(control::ClientError::Timeout(t)) => {
+            eprintln!("uevd control: no answer within {t:?}");
+            exit::code(exit::TIMEOUT)
+        }
+        Err(e) => {
+            eprintln!("uevd control: {e}");
+            exit::code(exit::FAILURE)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,13 @@
+//! Reading device state from a sysfs tree — `/sys`, or a fake one in tests.
+//!
+//! A *device* is a directory under `ROOT/devices` holding a `uevent` file and a `subsystem`
+//! link (the kernel sends no uevents for devices without a subsystem). [`Sysfs::walk`] visits
+//! every device, parents before children, never following the many links sysfs has, and
+//! shrugs off devices that vanish mid-walk: it is what coldplug, resync and `trigger` stand on.
+#![forbid(unsafe_code)]
+
+mod device;
+mod walk;
+
+pub use device::{parse_uevent_file, Device};
+pub use walk::{Sysfs, SysfsError, WalkStats};

@@ -1,0 +1,619 @@
+//! `uevd daemon`: the device manager.
+//!
+//! One thread runs an epoll loop with one handler per source — the kernel listener, worker
+//! completions, the control socket and its clients, termination signals. Events flow
+//!
+//! ```text
+//! netlink ─▶ queue (ordering) ─▶ workers: policy ─▶ nodes/db ─▶ processed (watchers, publishers)
+//!              ▲
+//!   coldplug / resync (sysfs walk ─▶ reconcile)
+//! ```
+
+pub mod db;
+pub mod nodes;
+pub mod policy;
+pub mod process;
+pub mod queue;
+pub mod reconcile;
+mod server;
+pub mod workers;
+
+use crate::signals::Termination;
+use crate::{debug, error, info, warn};
+use db::{Db, DeviceRecord};
+use nodes::{DevFs, DirFs, FileKind};
+use policy::Policy;
+use process::{Processed, Processor};
+use queue::{Origin, Queue};
+use reconcile::{reconcile, Summary};
+use rustix::event::epoll;
+use rustix::fd::AsFd;
+use server::{ControlServer, ServerAction};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uevd_netlink::{KernelListener, ListenerOptions, Severity};
+use uevd_sysfs::Sysfs;
+use uevd_wire::Uevent;
+use workers::Pool;
+
+/// How the daemon is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where sysfs is mounted.
+    pub sysfs: PathBuf,
+    /// Where device nodes go.
+    pub dev: PathBuf,
+    /// Where the database and the control socket go.
+    pub run: PathBuf,
+    /// Worker threads; 0 processes events on the main thread.
+    pub workers: usize,
+    /// Walk sysfs at start.
+    pub coldplug: bool,
+    /// Netlink receive buffer in bytes.
+    pub recv_buffer: usize,
+    /// A descriptor to write a newline to when ready (s6-style readiness).
+    pub ready_fd: Option<u32>,
+    /// Handle SIGINT/SIGTERM (off when the daemon runs inside a test process).
+    pub handle_signals: bool,
+}
+
+/// Counters, reported by `stats`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Kernel uevents accepted.
+    pub received: u64,
+    /// Events fully processed (kernel and synthesized).
+    pub processed: u64,
+    /// Messages refused because a process, not the kernel, sent them.
+    pub rejected_senders: u64,
+    /// Kernel messages that were not valid uevents.
+    pub malformed: u64,
+    /// Receive-buffer overflows.
+    pub overflows: u64,
+    /// Resyncs from sysfs after overflows.
+    pub resyncs: u64,
+    /// Node names refused as unsafe.
+    pub refused_nodes: u64,
+    /// Events that met any error.
+    pub errors: u64,
+    /// Overflows keep recurring; resyncs are rate-limited.
+    pub degraded: bool,
+}
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Setting up failed.
+    #[error("cannot start: {what}: {source}")]
+    Setup {
+        /// What was being set up.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The kernel socket failed.
+    #[error(transparent)]
+    Recv(#[from] uevd_netlink::RecvError),
+    /// epoll failed.
+    #[error("event loop failed: {0}")]
+    Poll(rustix::io::Errno),
+}
+
+fn setup<E: std::error::Error + Send + Sync + 'static>(
+    what: impl Into<String>,
+) -> impl FnOnce(E) -> DaemonError {
+    let what = what.into();
+    move |e| DaemonError::Setup {
+        what,
+        source: Box::new(e),
+    }
+}
+
+/// Rebuilds the policy on `reload`.
+pub type Reload = Box<dyn Fn() -> Result<Arc<dyn Policy>, String> + Send>;
+
+const LISTENER: u64 = 0;
+const SIGNALS: u64 = 1;
+const WORKERS: u64 = 2;
+const CONTROL: u64 = 3;
+/// Control client tokens start here.
+const CLIENTS: u64 = 16;
+
+/// Overflows within this window count towards "degraded".
+const OVERFLOW_WINDOW: Duration = Duration::from_secs(10);
+/// This many overflows within the window make the daemon degraded.
+const DEGRADED_AFTER: usize = 3;
+/// While degraded, resyncs run at most this often.
+const DEGRADED_RESYNC_INTERVAL: Duration = Duration::from_secs(5);
+/// Without overflows for this long, the daemon is no longer degraded.
+const RECOVERY: Duration = Duration::from_secs(60);
+
+/// The running daemon.
+struct Daemon {
+    config: Config,
+    stats: Stats,
+    queue: Queue,
+    pool: Pool<DirFs>,
+    listener: KernelListener,
+    sysfs: Sysfs,
+    known: HashMap<String, Arc<DeviceRecord>>,
+    server: ControlServer,
+    epoll: rustix::fd::OwnedFd,
+    reload: Reload,
+    ready: bool,
+    stopping: bool,
+    started: Instant,
+    overflow_times: Vec<Instant>,
+    last_resync: Option<Instant>,
+    resync_due: Option<Instant>,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT or `exit`.
+pub fn run(config: Config, policy: Arc<dyn Policy>, reload: Reload) -> Result<(), DaemonError> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&config.run)
+        .map_err(setup(format!("creating {}", config.run.display())))?;
+    std::fs::create_dir_all(&config.dev)
+        .map_err(setup(format!("creating {}", config.dev.display())))?;
+    let db = Db::open(&config.run).map_err(setup("opening the device database"))?;
+    let (records, corrupt) = db
+        .load_all()
+        .map_err(setup("reading the device database"))?;
+    for e in &corrupt {
+        warn!("{e}; ignoring it (coldplug will rebuild the device)");
+    }
+    let known: HashMap<String, Arc<DeviceRecord>> = records
+        .into_iter()
+        .map(|r| (r.devpath.clone(), Arc::new(r)))
+        .collect();
+    let fs =
+        DirFs::open(&config.dev).map_err(setup(format!("opening {}", config.dev.display())))?;
+    info!("policy: {}", policy.describe());
+    let processor = Arc::new(Processor::new(policy, fs, db));
+    let pool = Pool::new(processor, config.workers).map_err(setup("starting workers"))?;
+    let listener = KernelListener::open(&ListenerOptions {
+        recv_buffer: config.recv_buffer,
+        nonblocking: true,
+    })
+    .map_err(setup("opening the kernel uevent socket"))?;
+    let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(DaemonError::Poll)?;
+    let server = ControlServer::new(&config.run);
+    // A stale socket from a previous run would make clients think we are ready.
+    let _ = std::fs::remove_file(server.path());
+
+    let mut daemon = Daemon {
+        sysfs: Sysfs::new(&config.sysfs),
+        config,
+        stats: Stats::default(),
+        queue: Queue::new(),
+        pool,
+        listener,
+        known,
+        server,
+        epoll,
+        reload,
+        ready: false,
+        stopping: false,
+        started,
+        overflow_times: Vec::new(),
+        last_resync: None,
+        resync_due: None,
+    };
+    let mut term = if daemon.config.handle_signals {
+        Some(Termination::install().map_err(setup("installing signal handlers"))?)
+    } else {
+        None
+    };
+    daemon.watch(&daemon.listener, LISTENER)?;
+    daemon.watch(&daemon.pool, WORKERS)?;
+    if let Some(term) = &term {
+        daemon.watch(term, SIGNALS)?;
+    }
+    info!(
+        "listening to kernel uevents (receive buffer {} bytes), {} worker(s)",
+        daemon.listener.recv_buffer(),
+        daemon.config.workers
+    );
+    if daemon.config.coldplug {
+        daemon.sync_with_sysfs(Origin::Coldplug);
+    }
+    let result = daemon.event_loop(&mut term);
+    daemon.server.close();
+    result
+}
+
+impl Daemon {
+    fn watch(&self, fd: &impl AsFd, token: u64) -> Result<(), DaemonError> {
+        epoll::add(
+            &self.epoll,
+            fd,
+            epoll::EventData::new_u64(token),
+            epoll::EventFlags::IN,
+        )
+        .map_err(DaemonError::Poll)
+    }
+
+    fn event_loop(&mut self, term: &mut Option<Termination>) -> Result<(), DaemonError> {
+        let mut events = Vec::with_capacity(64);
+        loop {
+            self.dispatch();
+            self.after_progress()?;
+            if self.stopping && self.pool.in_flight() == 0 {
+                info!(
+                    "exiting: {} event(s) processed, {} left unprocessed (the next start reconciles them)",
+                    self.stats.processed,
+                    self.queue.pending()
+                );
+                return Ok(());
+            }
+            let timeout = self.resync_due.map(|due| {
+                let left = due.saturating_duration_since(Instant::now());
+                rustix::time::Timespec {
+                    tv_sec: left.as_secs() as i64,
+                    tv_nsec: i64::from(left.subsec_nanos()),
+                }
+            });
+            events.clear();
+            match epoll::wait(
+                &self.epoll,
+                rustix::buffer::spare_capacity(&mut events),
+                timeout.as_ref(),
+            ) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(DaemonError::Poll(e)),
+            }
+            for event in &events {
+                match event.data.u64() {
+                    LISTENER => self.drain_kernel()?,
+                    WORKERS => self.collect(),
+                    SIGNALS => {
+                        if term.as_mut().is_some_and(Termination::fired) {
+                            info!("termination signal: finishing in-flight events");
+                            self.stopping = true;
+                        }
+                    }
+                    CONTROL => self.accept(),
+                    token => self.client_ready(token),
+                }
+            }
+            if self.resync_due.is_some_and(|due| due <= Instant::now()) {
+                self.resync_due = None;
+                self.sync_with_sysfs(Origin::Resync);
+            }
+        }
+    }
+
+    /// Starts every runnable event the pool has room for.
+    fn dispatch(&mut self) {
+        while !self.stopping && self.pool.has_capacity() {
+            let Some(job) = self.queue.next_runnable() else {
+                break;
+            };
+            let lookup = job.event.devpath_old().unwrap_or(job.event.devpath());
+            let previous = self.known.get(lookup).cloned();
+            self.pool.submit(job, previous);
+            if self.config.workers == 0 {
+                self.collect();
+            }
+        }
+    }
+
+    /// Handles finished events.
+    fn collect(&mut self) {
+        for processed in self.pool.completed() {
+            self.finish(processed);
+        }
+    }
+
+    fn finish(&mut self, p: Processed) {
+        self.stats.processed += 1;
+        if !p.errors.is_empty() {
+            self.stats.errors += 1;
+            for e in &p.errors {
+                error!("{e}");
+            }
+        }
+        if p.refused_node {
+            self.stats.refused_nodes += 1;
+        }
+        let devpath = p.event.devpath().to_owned();
+        if let Some(old) = p.event.devpath_old() {
+            self.known.remove(old);
+        }
+        match &p.record {
+            Some(record) => {
+                self.known.insert(devpath, Arc::clone(record));
+            }
+            None => {
+                self.known.remove(&devpath);
+            }
+        }
+        // The device state is updated before the queue lets related events run.
+        self.queue.finish(p.id);
+        if crate::log::enabled(crate::log::Level::Debug) {
+            debug!(
+                "processed {} {} (seq {}, {:?})",
+                p.event.action(),
+                p.event.devpath(),
+                p.event.seqnum(),
+                p.origin
+            );
+        }
+        self.server.processed(&p);
+    }
+
+    /// Readiness, settle answers, and clearing the degraded state, after anything moved.
+    fn after_progress(&mut self) -> Result<(), DaemonError> {
+        let idle = self.queue.is_idle() && self.pool.in_flight() == 0;
+        if !self.ready && idle && !self.stopping {
+            self.become_ready()?;
+        }
+        if idle {
+            self.server.settled();
+        }
+        if self.stats.degraded
+            && self
+                .overflow_times
+                .last()
+                .is_none_or(|t| t.elapsed() > RECOVERY)
+        {
+            self.stats.degraded = false;
+            info!("no overflow for {RECOVERY:?}: leaving the degraded state");
+        }
+        Ok(())
+    }
+
+    fn become_ready(&mut self) -> Result<(), DaemonError> {
+        self.server
+            .bind()
+            .map_err(setup(format!("binding {}", self.server.path().display())))?;
+        if let Some(fd) = self.server.listener_fd() {
+            epoll::add(
+                &self.epoll,
+                fd,
+                epoll::EventData::new_u64(CONTROL),
+                epoll::EventFlags::IN,
+            )
+            .map_err(DaemonError::Poll)?;
+        }
+        self.ready = true;
+        info!(
+            "ready after {:?}: {} device(s) known, control socket {}",
+            self.started.elapsed(),
+            self.known.len(),
+            self.server.path().display()
+        );
+        if let Some(fd) = self.config.ready_fd.take() {
+            // Through /proc: writes to the inherited descriptor without unsafe fd handling.
+            let path = format!("/proc/self/fd/{fd}");
+            if let Err(e) = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, b"\n"))
+            {
+                warn!("cannot signal readiness on fd {fd}: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every pending kernel uevent into the queue.
+    fn drain_kernel(&mut self) -> Result<(), DaemonError> {
+        loop {
+            match self.listener.recv() {
+                Ok(None) => return Ok(()),
+                Ok(Some(event)) => self.enqueue_kernel(event),
+                Err(e) => self.recv_error(e)?,
+            }
+        }
+    }
+
+    fn enqueue_kernel(&mut self, event: Uevent) {
+        self.stats.received += 1;
+        if crate::log::enabled(crate::log::Level::Debug) {
+            debug!(
+                "received {} {} (seq {})",
+                event.action(),
+                event.devpath(),
+                event.seqnum()
+            );
+        }
+        self.queue.push(event, Origin::Kernel);
+    }
+
+    fn recv_error(&mut self, e: uevd_netlink::RecvError) -> Result<(), DaemonError> {
+        match e.severity() {
+            Severity::Recoverable => {
+                match e {
+                    uevd_netlink::RecvError::ForeignSender { .. } => {
+                        self.stats.rejected_senders += 1
+                    }
+                    _ => self.stats.malformed += 1,
+                }
+                warn!("{e}");
+                Ok(())
+            }
+            Severity::NeedsResync => {
+                self.overflow();
+                Ok(())
+            }
+            Severity::Fatal => Err(e.into()),
+        }
+    }
+
+    /// An overflow: schedule a resync, rate-limited when overflows keep coming.
+    fn overflow(&mut self) {
+        self.stats.overflows += 1;
+        let now = Instant::now();
+        self.overflow_times
+            .retain(|t| now.duration_since(*t) < OVERFLOW_WINDOW);
+        self.overflow_times.push(now);
+        if !self.stats.degraded && self.overflow_times.len() >= DEGRADED_AFTER {
+            self.stats.degraded = true;
+            error!(
+                "degraded: {} receive-buffer overflows within {OVERFLOW_WINDOW:?}; resyncing at most every {DEGRADED_RESYNC_INTERVAL:?}",
+                self.overflow_times.len()
+            );
+        }
+        let interval = if self.stats.degraded {
+            DEGRADED_RESYNC_INTERVAL
+        } else {
+            Duration::ZERO
+        };
+        let earliest = self.last_resync.map_or(now, |t| t + interval);
+        warn!("kernel uevents were lost (receive buffer overflow); resyncing from sysfs");
+        self.resync_due = Some(
+            self.resync_due
+                .map_or(earliest, |d| d.min(earliest))
+                .max(now),
+        );
+    }
+
+    /// Walks sysfs, keeps draining netlink meanwhile, and queues the events that reconcile
+    /// uevd's state with it. Kernel events received during the walk are queued after.
+    fn sync_with_sysfs(&mut self, origin: Origin) {
+        let started = Instant::now();
+        if origin == Origin::Resync {
+            self.stats.resyncs += 1;
+        }
+        self.last_resync = Some(started);
+        let mut found = Vec::new();
+        let mut held = Vec::new();
+        let mut recv_errors = Vec::new();
+        let listener = &mut self.listener;
+        let walk = self.sysfs.walk(|device| {
+            found.push(device);
+            if found.len() % 256 == 0 {
+                loop {
+                    match listener.recv() {
+                        Ok(Some(e)) => held.push(e),
+                        Ok(None) => break,
+                        Err(e) => {
+                            recv_errors.push(e);
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let walk_stats = match walk {
+            Ok(s) => s,
+            Err(e) => {
+                error!("cannot walk {}: {e}", self.config.sysfs.display());
+                return;
+            }
+        };
+        let nodes = self.pool.processor().nodes();
+        let (fixes, summary) = reconcile(found, &self.known, |record| match &record.node {
+            None => true,
+            Some(n) => matches!(
+                nodes.fs().lstat(n.path.as_str()),
+                Ok(Some(m)) if m.kind == FileKind::Node(n.kind) && m.devnum == n.devnum
+                    && m.mode == n.mode && (m.uid, m.gid) == (n.uid, n.gid)
+            ),
+        });
+        let seqnum = self.sysfs.kernel_seqnum().unwrap_or(0);
+        for fix in &fixes {
+            match fix.to_event(seqnum) {
+                Ok(event) => {
+                    self.queue.push(event, origin);
+                }
+                Err(e) => warn!("{origin:?}: cannot synthesize an event for {fix:?}: {e}"),
+            }
+        }
+        for event in held {
+            self.enqueue_kernel(event);
+        }
+        for e in recv_errors {
+            if let Err(fatal) = self.recv_error(e) {
+                error!("{fatal}");
+            }
+        }
+        log_sync(origin, &summary, &walk_stats, started.elapsed());
+    }
+
+    fn accept(&mut self) {
+        let mut failed = Vec::new();
+        for (fd, token) in self.server.accept(CLIENTS) {
+            if let Err(e) = epoll::add(
+                &self.epoll,
+                fd,
+                epoll::EventData::new_u64(token),
+                epoll::EventFlags::IN,
+            ) {
+                warn!("control: cannot watch a client: {e}");
+                failed.push(token);
+            }
+        }
+        for token in failed {
+            self.server.drop_client(token);
+        }
+    }
+
+    fn client_ready(&mut self, token: u64) {
+        let idle = self.queue.is_idle() && self.pool.in_flight() == 0;
+        let stats = self.stats_lines();
+        for action in self.server.read(token, idle, &stats) {
+            match action {
+                ServerAction::Exit => {
+                    info!("exit requested: finishing in-flight events");
+                    self.stopping = true;
+                }
+                ServerAction::Reload(reply) => {
+                    let answer = match (self.reload)() {
+                        Ok(policy) => {
+                            let text = format!("ok reloaded: {}", policy.describe());
+                            self.pool.processor().set_policy(policy);
+                            info!("{}", &text[3..]);
+                            text
+                        }
+                        Err(e) => {
+                            error!("reload failed, keeping the current policy: {e}");
+                            format!("error: {e}")
+                        }
+                    };
+                    self.server.reply_and_close(reply, &answer);
+                }
+            }
+        }
+    }
+
+    fn stats_lines(&self) -> Vec<String> {
+        let s = &self.stats;
+        let l = self.listener.stats();
+        vec![
+            format!("received {}", s.received),
+            format!("processed {}", s.processed),
+            format!("queued {}", self.queue.pending()),
+            format!("in_flight {}", self.pool.in_flight()),
+            format!("rejected_senders {}", s.rejected_senders.max(l.foreign)),
+            format!("malformed {}", s.malformed),
+            format!("overflows {}", s.overflows),
+            format!("resyncs {}", s.resyncs),
+            format!("refused_nodes {}", s.refused_nodes),
+            format!("errors {}", s.errors),
+            format!("devices {}", self.known.len()),
+            format!("degraded {}", u8::from(s.degraded)),
+        ]
+    }
+}
+
+fn log_sync(origin: Origin, s: &Summary, walk: &uevd_sysfs::WalkStats, elapsed: Duration) {
+    info!(
+        "{}: {} device(s) in sysfs walked in {:?}; queued {} add, {} change, {} remove; {} unchanged ({:?})",
+        match origin {
+            Origin::Resync => "resync",
+            _ => "coldplug",
+        },
+        walk.devices,
+        walk.elapsed,
+        s.added,
+        s.changed,
+        s.removed,
+        s.unchanged,
+        elapsed
+    );
+}

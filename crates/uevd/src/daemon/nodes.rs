@@ -1,0 +1,648 @@
+//! Device nodes and symlinks under `--dev`.
+//!
+//! All filesystem effects go through the small [`DevFs`] trait, relative to the `--dev`
+//! directory. The real implementation, [`DirFs`], resolves every parent directory with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so a symlink planted inside `--dev` can
+//! never redirect a node (or a chmod/chown) outside it. Names are validated before anything is
+//! touched ([`NodePath::new`]). Nodes are replaced atomically: a new node is made under a
+//! temporary name, given its owner and mode, and renamed over the old one.
+
+use rustix::fd::OwnedFd;
+use rustix::fs::{self as fs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+use std::fmt;
+
+/// A node or link name relative to `--dev`, validated: not empty, not absolute, no `.`/`..`
+/// or empty components, no NUL or control characters, at most 255 bytes per component.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodePath(String);
+
+/// Why a name is not acceptable under `--dev`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Empty name.
+    #[error("empty name")]
+    Empty,
+    /// Starts with `/`.
+    #[error("absolute path")]
+    Absolute,
+    /// Has a `.` or `..` component.
+    #[error("'.' or '..' component")]
+    Dot,
+    /// Has an empty component (`a//b`, trailing `/`).
+    #[error("empty path component")]
+    EmptyComponent,
+    /// Holds NUL or another control character.
+    #[error("control character in name")]
+    Control,
+    /// Longer than the kernel accepts.
+    #[error("name too long")]
+    TooLong,
+}
+
+impl NodePath {
+    /// Validates `name`.
+    pub fn new(name: &str) -> Result<NodePath, NameError> {
+        if name.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if name.starts_with('/') {
+            return Err(NameError::Absolute);
+        }
+        if name.len() > 4095 {
+            return Err(NameError::TooLong);
+        }
+        if name.chars().any(char::is_control) {
+            return Err(NameError::Control);
+        }
+        for component in name.split('/') {
+            match component {
+                "" => return Err(NameError::EmptyComponent),
+                "." | ".." => return Err(NameError::Dot),
+                c if c.len() > 255 => return Err(NameError::TooLong),
+                _ => {}
+            }
+        }
+        Ok(NodePath(name.to_owned()))
+    }
+
+    /// The name as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The directory part (`""` for a top-level name).
+    pub fn parent(&self) -> &str {
+        self.0.rsplit_once('/').map_or("", |(p, _)| p)
+    }
+
+    /// The last component.
+    pub fn leaf(&self) -> &str {
+        self.0.rsplit_once('/').map_or(&self.0, |(_, l)| l)
+    }
+
+    /// Each ancestor directory, outermost first (`a`, `a/b` for `a/b/c`).
+    fn ancestors(&self) -> impl Iterator<Item = &str> {
+        self.0.match_indices('/').map(|(i, _)| &self.0[..i])
+    }
+
+    /// The relative symlink target that reaches `target` from a link at `self`.
+    pub fn relative_target(&self, target: &NodePath) -> String {
+        let depth = self.parent().split('/').filter(|c| !c.is_empty()).count();
+        let mut out = "../".repeat(depth);
+        out.push_str(target.as_str());
+        out
+    }
+}
+
+impl fmt::Display for NodePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Character or block device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    /// `S_IFCHR`.
+    Char,
+    /// `S_IFBLK` (devices of subsystem `block`).
+    Block,
+}
+
+impl NodeKind {
+    /// `c` or `b`, as in `ls -l` and udev's device ids.
+    pub fn letter(self) -> char {
+        match self {
+            NodeKind::Char => 'c',
+            NodeKind::Block => 'b',
+        }
+    }
+}
+
+/// What kind of file a path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A device node.
+    Node(NodeKind),
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// Anything else.
+    Other,
+}
+
+/// The part of `lstat` the node logic needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// File type.
+    pub kind: FileKind,
+    /// `(major, minor)` of a device node.
+    pub devnum: (u32, u32),
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// The filesystem operations node management needs, relative to `--dev`, never following a
+/// symlink in any path component. A seam: tests can substitute a recording or failing fake.
+pub trait DevFs: Send + Sync {
+    /// `lstat`; `None` if the path does not exist.
+    fn lstat(&self, path: &str) -> Result<Option<Meta>, Errno>;
+    /// `mkdir` of one level.
+    fn mkdir(&self, path: &str, mode: u32) -> Result<(), Errno>;
+    /// `mknod`.
+    fn mknod(&self, path: &str, kind: NodeKind, mode: u32, devnum: (u32, u32))
+        -> Result<(), Errno>;
+    /// `chown` without following a final symlink.
+    fn chown(&self, path: &str, uid: u32, gid: u32) -> Result<(), Errno>;
+    /// `chmod`; callers only use it on paths they have just checked are not symlinks.
+    fn chmod(&self, path: &str, mode: u32) -> Result<(), Errno>;
+    /// `rename`, replacing `to` atomically.
+    fn rename(&self, from: &str, to: &str) -> Result<(), Errno>;
+    /// `unlink`.
+    fn unlink(&self, path: &str) -> Result<(), Errno>;
+    /// `rmdir`.
+    fn rmdir(&self, path: &str) -> Result<(), Errno>;
+    /// `symlink(target, path)`.
+    fn symlink(&self, target: &str, path: &str) -> Result<(), Errno>;
+    /// `readlink`.
+    fn readlink(&self, path: &str) -> Result<String, Errno>;
+}
+
+/// [`DevFs`] on a real directory.
+pub struct DirFs {
+    root: OwnedFd,
+}
+
+impl DirFs {
+    /// Opens `dir` (which must exist) as the root of all node operations.
+    pub fn open(dir: &std::path::Path) -> Result<DirFs, Errno> {
+        let root = fs::open(
+            dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(DirFs { root })
+    }
+
+    /// Runs `op` with a descriptor of `path`'s parent directory and `path`'s last component.
+    /// The parent is resolved beneath the root without following any symlink.
+    fn at<T>(
+        &self,
+        path: &str,
+        op: impl FnOnce(&OwnedFd, &str) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        match path.rsplit_once('/') {
+            None => op(&self.root, path),
+            Some((parent, leaf)) => {
+                let dir = fs::openat2(
+                    &self.root,
+                    parent,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+                )?;
+                op(&dir, leaf)
+            }
+        }
+    }
+}
+
+impl DevFs for DirFs {
+    fn lstat(&self, path: &str) -> Result<Option<Meta>, Errno> {
+        match self.at(path, |dir, leaf| {
+            fs::statat(dir, leaf, AtFlags::SYMLINK_NOFOLLOW)
+        }) {
+            Ok(st) => {
+                let kind = match FileType::from_raw_mode(st.st_mode) {
+                    FileType::CharacterDevice => FileKind::Node(NodeKind::Char),
+                    FileType::BlockDevice => FileKind::Node(NodeKind::Block),
+                    FileType::Directory => FileKind::Dir,
+                    FileType::Symlink => FileKind::Symlink,
+                    _ => FileKind::Other,
+                };
+                Ok(Some(Meta {
+                    kind,
+                    devnum: (fs::major(st.st_rdev), fs::minor(st.st_rdev)),
+                    mode: st.st_mode & 0o7777,
+                    uid: st.st_uid,
+                    gid: st.st_gid,
+                }))
+            }
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn mkdir(&self, path: &str, mode: u32) -> Result<(), Errno> {
+        self.at(path, |dir, leaf| {
+            fs::mkdirat(dir, leaf, Mode::from_raw_mode(mode))
+        })
+    }
+
+    fn mknod(
+        &self,
+        path: &str,
+        kind: NodeKind,
+        mode: u32,
+        (major, minor): (u32, u32),
+    ) -> Result<(), Errno> {
+        let file_type = match kind {
+            NodeKind::Char => FileType::CharacterDevice,
+            NodeKind::Block => FileType::BlockDevice,
+        };
+        self.at(path, |dir, leaf| {
+            fs::mknodat(
+                dir,
+                leaf,
+                file_type,
+                Mode::from_raw_mode(mode),
+                fs::makedev(major, minor),
+            )
+        })
+    }
+
+    fn chown(&self, path: &str, uid: u32, gid: u32) -> Result<(), Errno> {
+        self.at(path, |dir, leaf| {
+            fs::chownat(
+                dir,
+                leaf,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+        })
+    }
+
+    fn chmod(&self, path: &str, mode: u32) -> Result<(), Errno> {
+        self.at(path, |dir, leaf| {
+            fs::chmodat(dir, leaf, Mode::from_raw_mode(mode), AtFlags::empty())
+        })
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), Errno> {
+        self.at(from, |from_dir, from_leaf| {
+            self.at(to, |to_dir, to_leaf| {
+                fs::renameat(from_dir, from_leaf, to_dir, to_leaf)
+            })
+        })
+    }
+
+    fn unlink(&self, path: &str) -> Result<(), Errno> {
+        self.at(path, |dir, leaf| fs::unlinkat(dir, leaf, AtFlags::empty()))
+    }
+
+    fn rmdir(&self, path: &str) -> Result<(), Errno> {
+        self.at(path, |dir, leaf| {
+            fs::unlinkat(dir, leaf, AtFlags::REMOVEDIR)
+        })
+    }
+
+    fn symlink(&self, target: &str, path: &str) -> Result<(), Errno> {
+        self.at(path, |dir, leaf| fs::symlinkat(target, dir, leaf))
+    }
+
+    fn readlink(&self, path: &str) -> Result<String, Errno> {
+        self.at(path, |dir, leaf| {
+            let target = fs::readlinkat(dir, leaf, Vec::new())?;
+            Ok(target.to_string_lossy().into_owned())
+        })
+    }
+}
+
+/// Why a node operation failed. Names the path and the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The name was refused before anything was touched.
+    #[error("refusing node name {name:?}: {reason}")]
+    BadName {
+        /// The name as received.
+        name: String,
+        /// Why.
+        reason: NameError,
+    },
+    /// A path component inside `--dev` is a symlink or not a directory.
+    #[error(
+        "refusing {path:?}: {component:?} inside the device directory is not a real directory"
+    )]
+    Unsafe {
+        /// The node or link path.
+        path: String,
+        /// The offending component.
+        component: String,
+    },
+    /// Something else is in the way and will not be replaced.
+    #[error("refusing to replace {path:?}: it is a {found}")]
+    Occupied {
+        /// The path.
+        path: String,
+        /// What is there.
+        found: &'static str,
+    },
+    /// A system call failed.
+    #[error("{op} {path:?} failed: {source}")]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The path.
+        path: String,
+        /// The error.
+        #[source]
+        source: Errno,
+    },
+}
+
+fn io<'a>(op: &'static str, path: &'a str) -> impl FnOnce(Errno) -> NodeError + 'a {
+    move |source| match source {
+        Errno::LOOP | Errno::XDEV | Errno::NOTDIR => NodeError::Unsafe {
+            path: path.to_owned(),
+            component: "a parent".to_owned(),
+        },
+        _ => NodeError::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        },
+    }
+}
+
+/// A device node to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// Where, relative to `--dev`.
+    pub path: NodePath,
+    /// Char or block.
+    pub kind: NodeKind,
+    /// `(major, minor)`.
+    pub devnum: (u32, u32),
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// What [`Nodes::ensure_node`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ensured {
+    /// Directories it created, outermost first (pruned again on remove).
+    pub created_dirs: Vec<String>,
+    /// Whether a node was (re)created, as opposed to found correct or fixed in place.
+    pub created: bool,
+}
+
+/// Node and symlink management on a [`DevFs`].
+pub struct Nodes<F> {
+    fs: F,
+}
+
+/// Mode of directories created for nodes (`input/`, `bus/usb/001/`).
+const DIR_MODE: u32 = 0o755;
+
+impl<F: DevFs> Nodes<F> {
+    /// Manages nodes on `fs`.
+    pub fn new(fs: F) -> Nodes<F> {
+        Nodes { fs }
+    }
+
+    /// The filesystem underneath.
+    pub fn fs(&self) -> &F {
+        &self.fs
+    }
+
+    /// Creates the parent directories of `path` that are missing; refuses symlinks and
+    /// non-directories on the way. Returns the directories it created.
+    fn make_parents(&self, path: &NodePath) -> Result<Vec<String>, NodeError> {
+        let mut created = Vec::new();
+        for dir in path.ancestors() {
+            match self.fs.lstat(dir).map_err(io("stat", dir))? {
+                Some(Meta {
+                    kind: FileKind::Dir,
+                    ..
+                }) => {}
+                Some(_) => {
+                    return Err(NodeError::Unsafe {
+                        path: path.to_string(),
+                        component: dir.to_owned(),
+                    })
+                }
+                None => match self.fs.mkdir(dir, DIR_MODE) {
+                    Ok(()) => created.push(dir.to_owned()),
+                    Err(Errno::EXIST) => {}
+                    Err(e) => return Err(io("mkdir", dir)(e)),
+                },
+            }
+        }
+        Ok(created)
+    }
+
+    /// Makes `spec.path` the node `spec` describes, with its owner and mode: left alone if it
+    /// already is, fixed in place if only owner or mode differ, otherwise replaced atomically.
+    pub fn ensure_node(&self, spec: &NodeSpec) -> Result<Ensured, NodeError> {
+        let path = spec.path.as_str();
+        let created_dirs = self.make_parents(&spec.path)?;
+        match self.fs.lstat(path).map_err(io("stat", path))? {
+            Some(m) if m.kind == FileKind::Node(spec.kind) && m.devnum == spec.devnum => {
+                if (m.uid, m.gid) != (spec.uid, spec.gid) {
+                    self.fs
+                        .chown(path, spec.uid, spec.gid)
+                        .map_err(io("chown", path))?;
+                }
+                if m.mode != spec.mode {
+                    self.fs.chmod(path, spec.mode).map_err(io("chmod", path))?;
+                }
+                return Ok(Ensured {
+                    created_dirs,
+                    created: false,
+                });
+            }
+            Some(Meta {
+                kind: FileKind::Dir,
+                ..
+            }) => {
+                return Err(NodeError::Occupied {
+                    path: path.to_owned(),
+                    found: "directory",
+                })
+            }
+            _ => {}
+        }
+        let tmp = temp_name(&spec.path);
+        let _ = self.fs.unlink(&tmp);
+        self.fs
+            .mknod(&tmp, spec.kind, 0, spec.devnum)
+            .map_err(io("mknod", &tmp))?;
+        let finish = || -> Result<(), NodeError> {
+            self.fs
+                .chown(&tmp, spec.uid, spec.gid)
+                .map_err(io("chown", &tmp))?;
+            self.fs.chmod(&tmp, spec.mode).map_err(io("chmod", &tmp))?;
+            self.fs.rename(&tmp, path).map_err(io("rename", path))
+        };
+        if let Err(e) = finish() {
+            let _ = self.fs.unlink(&tmp);
+            return Err(e);
+        }
+        Ok(Ensured {
+            created_dirs,
+            created: true,
+        })
+    }
+
+    /// Removes the node at `path` if it is still the `kind`/`devnum` node (another device may
+    /// have taken the name since), then prunes the `created_dirs` that are now empty. Returns
+    /// whether a node was removed.
+    pub fn remove_node(
+        &self,
+        path: &NodePath,
+        kind: NodeKind,
+        devnum: (u32, u32),
+        created_dirs: &[String],
+    ) -> Result<bool, NodeError> {
+        let p = path.as_str();
+        let removed = match self.fs.lstat(p).map_err(io("stat", p))? {
+            Some(m) if m.kind == FileKind::Node(kind) && m.devnum == devnum => {
+                match self.fs.unlink(p) {
+                    Ok(()) | Err(Errno::NOENT) => true,
+                    Err(e) => return Err(io("unlink", p)(e)),
+                }
+            }
+            _ => false,
+        };
+        self.prune(created_dirs);
+        Ok(removed)
+    }
+
+    /// Removes the directories in `dirs` (outermost first) that are empty, innermost first.
+    pub fn prune(&self, dirs: &[String]) {
+        for dir in dirs.iter().rev() {
+            if self.fs.rmdir(dir).is_err() {
+                // Not empty (another node lives there) or already gone: leave the rest too.
+                break;
+            }
+        }
+    }
+
+    /// Makes `link` a symlink to the node `target`; replaces a stale link atomically, but never
+    /// a node, directory or regular file.
+    pub fn ensure_symlink(
+        &self,
+        link: &NodePath,
+        target: &NodePath,
+    ) -> Result<Vec<String>, NodeError> {
+        let path = link.as_str();
+        let want = link.relative_target(target);
+        let created = self.make_parents(link)?;
+        match self.fs.lstat(path).map_err(io("stat", path))? {
+            None => {}
+            Some(Meta {
+                kind: FileKind::Symlink,
+                ..
+            }) => {
+                let current = self.fs.readlink(path).map_err(io("readlink", path))?;
+                if current == want {
+                    return Ok(created);
+                }
+            }
+            Some(m) => {
+                return Err(NodeError::Occupied {
+                    path: path.to_owned(),
+                    found: match m.kind {
+                        FileKind::Dir => "directory",
+                        FileKind::Node(_) => "device node",
+                        _ => "file",
+                    },
+                })
+            }
+        }
+        let tmp = temp_name(link);
+        let _ = self.fs.unlink(&tmp);
+        self.fs.symlink(&want, &tmp).map_err(io("symlink", &tmp))?;
+        if let Err(e) = self.fs.rename(&tmp, path) {
+            let _ = self.fs.unlink(&tmp);
+            return Err(io("rename", path)(e));
+        }
+        Ok(created)
+    }
+
+    /// Removes `link` if it still points at `target`.
+    pub fn remove_symlink(&self, link: &NodePath, target: &NodePath) -> Result<bool, NodeError> {
+        let path = link.as_str();
+        match self.fs.readlink(path) {
+            Ok(t) if t == link.relative_target(target) => match self.fs.unlink(path) {
+                Ok(()) | Err(Errno::NOENT) => Ok(true),
+                Err(e) => Err(io("unlink", path)(e)),
+            },
+            Ok(_) | Err(Errno::NOENT | Errno::INVAL) => Ok(false),
+            Err(e) => Err(io("readlink", path)(e)),
+        }
+    }
+}
+
+/// The temporary name a node or link is created under before being renamed into place: in the
+/// same directory (so the rename is atomic), hidden, and specific to uevd.
+fn temp_name(path: &NodePath) -> String {
+    match path.parent() {
+        "" => format!(".uevd-tmp.{}", path.leaf()),
+        parent => format!("{parent}/.uevd-tmp.{}", path.leaf()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_are_refused() {
+        for (name, err) in [
+            ("", NameError::Empty),
+            ("/etc/passwd", NameError::Absolute),
+            ("../../etc/x", NameError::Dot),
+            ("input/../../x", NameError::Dot),
+            ("./x", NameError::Dot),
+            ("a//b", NameError::EmptyComponent),
+            ("a/", NameError::EmptyComponent),
+            ("a\0b", NameError::Control),
+            ("a\nb", NameError::Control),
+        ] {
+            assert_eq!(NodePath::new(name), Err(err), "{name:?}");
+        }
+        assert_eq!(NodePath::new(&"x".repeat(256)), Err(NameError::TooLong));
+        let ok = NodePath::new("bus/usb/001/002").unwrap();
+        assert_eq!((ok.parent(), ok.leaf()), ("bus/usb/001", "002"));
+        assert_eq!(
+            ok.ancestors().collect::<Vec<_>>(),
+            ["bus", "bus/usb", "bus/usb/001"]
+        );
+    }
+
+    #[test]
+    fn relative_targets() {
+        let node = NodePath::new("input/event3").unwrap();
+        assert_eq!(
+            NodePath::new("kbd").unwrap().relative_target(&node),
+            "input/event3"
+        );
+        assert_eq!(
+            NodePath::new("input/by-id/kbd")
+                .unwrap()
+                .relative_target(&node),
+            "../../input/event3"
+        );
+    }
+
+    #[test]
+    fn temp_names_stay_in_the_same_directory() {
+        assert_eq!(temp_name(&NodePath::new("null").unwrap()), ".uevd-tmp.null");
+        assert_eq!(
+            temp_name(&NodePath::new("input/event3").unwrap()),
+            "input/.uevd-tmp.event3"
+        );
+    }
+}

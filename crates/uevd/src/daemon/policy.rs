@@ -1,0 +1,86 @@
+//! The policy step: what to do with a device, decided per event.
+//!
+//! The daemon asks a [`Policy`] for a [`Decision`] and carries it out (nodes, symlinks,
+//! database). The rule language plugs in here later; until then [`KernelDefaults`] applies the
+//! kernel's own suggestions, as mdev does with an empty `mdev.conf`.
+
+use uevd_wire::Uevent;
+
+/// What policy decided for one event. Empty fields mean "no opinion": the daemon then uses the
+/// kernel's suggestion (`DEVNAME`, `DEVMODE`, `DEVUID`, `DEVGID`) and finally 0600 root:root.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// Node name relative to `/dev`, overriding `DEVNAME`.
+    pub name: Option<String>,
+    /// Permission bits of the node.
+    pub mode: Option<u32>,
+    /// Owner of the node.
+    pub uid: Option<u32>,
+    /// Group of the node.
+    pub gid: Option<u32>,
+    /// Symlinks to the node, relative to `/dev`.
+    pub symlinks: Vec<String>,
+    /// Properties to add to (or override in) the device's record.
+    pub properties: Vec<(String, String)>,
+    /// Tags to attach to the device.
+    pub tags: Vec<String>,
+}
+
+/// Decides what to do for an event. Implementations must be cheap to call from several worker
+/// threads at once.
+pub trait Policy: Send + Sync {
+    /// The decision for `event`.
+    fn decide(&self, event: &Uevent) -> Decision;
+
+    /// A one-line description for logs and `reload` replies.
+    fn describe(&self) -> String;
+}
+
+/// The built-in policy until rules are configured: the kernel's suggested mode and owner.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelDefaults;
+
+impl Policy for KernelDefaults {
+    fn decide(&self, event: &Uevent) -> Decision {
+        Decision {
+            mode: event
+                .get("DEVMODE")
+                .and_then(|m| u32::from_str_radix(m, 8).ok())
+                .filter(|m| *m <= 0o7777),
+            uid: event.get("DEVUID").and_then(|u| u.parse().ok()),
+            gid: event.get("DEVGID").and_then(|g| g.parse().ok()),
+            ..Decision::default()
+        }
+    }
+
+    fn describe(&self) -> String {
+        "built-in policy (kernel DEVMODE/DEVUID/DEVGID, else 0600 root:root)".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uevd_wire::{Action, UeventBuilder};
+
+    #[test]
+    fn kernel_suggestions_are_taken_and_garbage_ignored() {
+        let ev = UeventBuilder::new(Action::Add, "/devices/virtual/misc/fuse", "misc")
+            .var("DEVNAME", "fuse")
+            .var("DEVMODE", "0666")
+            .var("DEVUID", "5")
+            .var("DEVGID", "x")
+            .seqnum(1)
+            .build()
+            .unwrap();
+        let d = KernelDefaults.decide(&ev);
+        assert_eq!((d.mode, d.uid, d.gid), (Some(0o666), Some(5), None));
+
+        let ev = UeventBuilder::new(Action::Add, "/devices/virtual/misc/x", "misc")
+            .var("DEVMODE", "99999")
+            .seqnum(1)
+            .build()
+            .unwrap();
+        assert_eq!(KernelDefaults.decide(&ev).mode, None);
+    }
+}

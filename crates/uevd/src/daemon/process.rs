@@ -1,0 +1,300 @@
+//! Processing one event: policy, then nodes and symlinks, then the database record.
+//!
+//! Runs on worker threads. The daemon hands in the device's previous record (it owns the
+//! in-memory view; ordering guarantees no other event for the device is in flight), and gets
+//! back a [`Processed`] — the seam publishers consume.
+
+use super::db::{event_device_id, Db, DeviceRecord, NodeRecord};
+use super::nodes::{DevFs, NodeKind, NodePath, NodeSpec, Nodes};
+use super::policy::Policy;
+use super::queue::{Job, Origin};
+use std::sync::{Arc, RwLock};
+use uevd_wire::{Action, Uevent};
+
+/// The result of processing one event.
+#[derive(Debug)]
+pub struct Processed {
+    /// The queue id of the job.
+    pub id: u64,
+    /// The event as received or synthesized.
+    pub event: Uevent,
+    /// Where it came from.
+    pub origin: Origin,
+    /// The device's record after the event (`None` once removed).
+    pub record: Option<Arc<DeviceRecord>>,
+    /// The record before the event (what a `remove` removed).
+    pub previous: Option<Arc<DeviceRecord>>,
+    /// Problems met on the way; each names the event and the culprit. The event still counts
+    /// as processed: what could be done was done.
+    pub errors: Vec<String>,
+    /// Whether a node name was refused as unsafe.
+    pub refused_node: bool,
+}
+
+/// Properties that describe one event rather than the device; not kept in the record.
+fn per_event(key: &str) -> bool {
+    matches!(
+        key,
+        "ACTION" | "DEVPATH" | "SUBSYSTEM" | "SEQNUM" | "DEVPATH_OLD" | "SYNTH_UUID"
+    ) || key.starts_with("SYNTH_ARG_")
+}
+
+/// Everything a worker needs to process events.
+pub struct Processor<F> {
+    policy: RwLock<Arc<dyn Policy>>,
+    nodes: Nodes<F>,
+    db: Db,
+}
+
+impl<F: DevFs> Processor<F> {
+    /// A processor applying `policy`, managing nodes on `fs`, recording in `db`.
+    pub fn new(policy: Arc<dyn Policy>, fs: F, db: Db) -> Processor<F> {
+        Processor {
+            policy: RwLock::new(policy),
+            nodes: Nodes::new(fs),
+            db,
+        }
+    }
+
+    /// Swaps the policy atomically: events already being processed finish with the old one.
+    pub fn set_policy(&self, policy: Arc<dyn Policy>) {
+        if let Ok(mut p) = self.policy.write() {
+            *p = policy;
+        }
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> Arc<dyn Policy> {
+        match self.policy.read() {
+            Ok(p) => Arc::clone(&p),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The node filesystem (for reconcile checks).
+    pub fn nodes(&self) -> &Nodes<F> {
+        &self.nodes
+    }
+
+    /// Processes `job`; `previous` is the device's record before it.
+    pub fn process(
+        &self,
+        job: Job,
+        previous: Option<Arc<DeviceRecord>>,
+        now_usec: u64,
+    ) -> Processed {
+        let mut out = Processed {
+            id: job.id,
+            event: job.event,
+            origin: job.origin,
+            record: None,
+            previous,
+            errors: Vec::new(),
+            refused_node: false,
+        };
+        if out.event.action() == Action::Remove {
+            self.remove(&mut out);
+        } else {
+            self.update(&mut out, now_usec);
+        }
+        out
+    }
+
+    fn context(event: &Uevent) -> String {
+        format!(
+            "{} {} (seq {})",
+            event.action(),
+            event.devpath(),
+            event.seqnum()
+        )
+    }
+
+    fn update(&self, out: &mut Processed, now_usec: u64) {
+        let event = &out.event;
+        let decision = self.policy().decide(event);
+        let previous = out.previous.as_deref();
+
+        let mut properties: Vec<(String, String)> = event
+            .iter()
+            .filter(|(k, _)| !per_event(k))
+            .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        for (k, v) in &decision.properties {
+            properties.retain(|(key, _)| key != k);
+            properties.push((k.clone(), v.clone()));
+        }
+
+        // The node, if the device has one and its name is acceptable.
+        let mut node: Option<NodeRecord> = None;
+        let name = decision.name.as_deref().or(event.devname());
+        if let (Some(name), Some(devnum)) = (name, event.devnum().filter(|&(major, _)| major > 0)) {
+            match NodePath::new(name) {
+                Err(reason) => {
+                    out.refused_node = true;
+                    out.errors.push(format!(
+                        "{}: refusing node name {name:?}: {reason}",
+                        Self::context(event)
+                    ));
+                }
+                Ok(path) => {
+                    let kind = if event.subsystem() == "block" {
+                        NodeKind::Block
+                    } else {
+                        NodeKind::Char
+                    };
+                    let spec = NodeSpec {
+                        path,
+                        kind,
+                        devnum,
+                        mode: decision.mode.unwrap_or(0o600),
+                        uid: decision.uid.unwrap_or(0),
+                        gid: decision.gid.unwrap_or(0),
+                    };
+                    // A node that moved (renamed, new devnum) leaves its old name.
+                    if let Some(old) = previous.and_then(|p| p.node.as_ref()) {
+                        if old.path != spec.path
+                            || old.devnum != spec.devnum
+                            || old.kind != spec.kind
+                        {
+                            if let Err(e) = self.nodes.remove_node(
+                                &old.path,
+                                old.kind,
+                                old.devnum,
+                                &old.created_dirs,
+                            ) {
+                                out.errors.push(format!("{}: {e}", Self::context(event)));
+                            }
+                        }
+                    }
+                    match self.nodes.ensure_node(&spec) {
+                        Ok(ensured) => {
+                            let mut created_dirs = previous
+                                .and_then(|p| p.node.as_ref())
+                                .filter(|old| old.path == spec.path)
+                                .map(|old| old.created_dirs.clone())
+                                .unwrap_or_default();
+                            created_dirs.extend(ensured.created_dirs);
+                            node = Some(NodeRecord {
+                                path: spec.path,
+                                kind: spec.kind,
+                                devnum: spec.devnum,
+                                mode: spec.mode,
+                                uid: spec.uid,
+                                gid: spec.gid,
+                                created_dirs,
+                            });
+                        }
+                        Err(e) => {
+                            if matches!(e, super::nodes::NodeError::Unsafe { .. }) {
+                                out.refused_node = true;
+                            }
+                            out.errors.push(format!("{}: {e}", Self::context(event)));
+                        }
+                    }
+                }
+            }
+        }
+
+        // Symlinks: the policy's, pointing at the node; stale ones removed.
+        let mut symlinks = Vec::new();
+        if let Some(node) = &node {
+            for link in &decision.symlinks {
+                match NodePath::new(link) {
+                    Ok(link) => match self.nodes.ensure_symlink(&link, &node.path) {
+                        Ok(_) => symlinks.push(link),
+                        Err(e) => out.errors.push(format!("{}: {e}", Self::context(event))),
+                    },
+                    Err(reason) => out.errors.push(format!(
+                        "{}: refusing symlink name {link:?}: {reason}",
+                        Self::context(event)
+                    )),
+                }
+            }
+        }
+        if let Some(old) = previous {
+            if let Some(old_node) = &old.node {
+                for link in old.symlinks.iter().filter(|l| !symlinks.contains(l)) {
+                    if let Err(e) = self.nodes.remove_symlink(link, &old_node.path) {
+                        out.errors.push(format!("{}: {e}", Self::context(event)));
+                    }
+                }
+            }
+        }
+
+        let record = DeviceRecord {
+            devpath: event.devpath().to_owned(),
+            subsystem: event.subsystem().to_owned(),
+            usec_initialized: previous.map_or(now_usec, |p| p.usec_initialized),
+            node,
+            symlinks,
+            tags: decision.tags,
+            properties,
+        };
+        let id = event_device_id(event);
+        if let Err(e) = self.db.write(&id, &record) {
+            out.errors.push(format!("{}: {e}", Self::context(event)));
+        }
+        if let Some(old) = previous {
+            let old_id = old.id();
+            if old_id != id {
+                if let Err(e) = self.db.remove(&old_id) {
+                    out.errors.push(format!("{}: {e}", Self::context(event)));
+                }
+            }
+        }
+        out.record = Some(Arc::new(record));
+    }
+
+    fn remove(&self, out: &mut Processed) {
+        let event = &out.event;
+        let ctx = Self::context(event);
+        match out.previous.as_deref() {
+            Some(old) => {
+                if let Some(node) = &old.node {
+                    for link in &old.symlinks {
+                        if let Err(e) = self.nodes.remove_symlink(link, &node.path) {
+                            out.errors.push(format!("{ctx}: {e}"));
+                        }
+                    }
+                    if let Err(e) = self.nodes.remove_node(
+                        &node.path,
+                        node.kind,
+                        node.devnum,
+                        &node.created_dirs,
+                    ) {
+                        out.errors.push(format!("{ctx}: {e}"));
+                    }
+                }
+                if let Err(e) = self.db.remove(&old.id()) {
+                    out.errors.push(format!("{ctx}: {e}"));
+                }
+            }
+            None => {
+                // Never processed (or the record was lost): remove what the event names, if
+                // it is still that device's node.
+                if let (Some(name), Some(devnum)) = (event.devname(), event.devnum()) {
+                    match NodePath::new(name) {
+                        Ok(path) => {
+                            let kind = if event.subsystem() == "block" {
+                                NodeKind::Block
+                            } else {
+                                NodeKind::Char
+                            };
+                            if let Err(e) = self.nodes.remove_node(&path, kind, devnum, &[]) {
+                                out.errors.push(format!("{ctx}: {e}"));
+                            }
+                        }
+                        Err(reason) => {
+                            out.refused_node = true;
+                            out.errors
+                                .push(format!("{ctx}: refusing node name {name:?}: {reason}"));
+                        }
+                    }
+                }
+                if let Err(e) = self.db.remove(&event_device_id(event)) {
+                    out.errors.push(format!("{ctx}: {e}"));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The daemon's side of the control socket (protocol in [`crate::control`]).
+
+use super::process::Processed;
+use crate::control::{socket_path, Request};
+use crate::{info, warn};
+use rustix::fd::{AsFd, BorrowedFd};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+/// What the daemon must do for a request the server cannot answer alone.
+pub enum ServerAction {
+    /// Stop (the client already has its `ok`).
+    Exit,
+    /// Reload the policy, then answer client `token` with [`ControlServer::reply_and_close`].
+    Reload(u64),
+}
+
+enum State {
+    /// Waiting for the request line.
+    Reading,
+    /// Waiting for the queue to empty.
+    Settling,
+    /// Streaming `processed DEVPATH` lines for one UUID.
+    Watching(String),
+    /// Waiting for the daemon to reload.
+    Reloading,
+}
+
+struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    state: State,
+}
+
+/// Longest request line accepted.
+const MAX_LINE: usize = 512;
+
+/// The listening socket and its clients.
+pub struct ControlServer {
+    path: PathBuf,
+    listener: Option<UnixListener>,
+    clients: HashMap<u64, Conn>,
+    next_token: u64,
+}
+
+impl ControlServer {
+    /// A server for `RUN/control`, not yet bound.
+    pub fn new(run: &Path) -> ControlServer {
+        ControlServer {
+            path: socket_path(run),
+            listener: None,
+            clients: HashMap::new(),
+            next_token: 0,
+        }
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Binds the socket (mode 0600): from now on clients can reach the daemon.
+    pub fn bind(&mut self) -> io::Result<()> {
+        let _ = std::fs::remove_file(&self.path);
+        let listener = UnixListener::bind(&self.path)?;
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+        self.listener = Some(listener);
+        Ok(())
+    }
+
+    /// The listening descriptor, once bound.
+    pub fn listener_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.listener.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Accepts every waiting client that is root (or the daemon's own user); returns each
+    /// accepted client's descriptor and token (tokens count up from `base`).
+    pub fn accept(&mut self, base: u64) -> Vec<(BorrowedFd<'_>, u64)> {
+        let mut tokens = Vec::new();
+        if let Some(listener) = &self.listener {
+            loop {
+                let stream = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        warn!("control: accept failed: {e}");
+                        break;
+                    }
+                };
+                let uid = rustix::net::sockopt::socket_peercred(&stream).map(|c| c.uid.as_raw());
+                let me = rustix::process::geteuid().as_raw();
+                if !matches!(uid, Ok(u) if u == 0 || u == me) {
+                    warn!("control: refusing a client with uid {uid:?}: root only");
+                    let _ = (&stream).write_all(b"error: permission denied (root only)\n");
+                    continue;
+                }
+                if stream.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                let token = base + self.next_token;
+                self.next_token += 1;
+                self.clients.insert(
+                    token,
+                    Conn {
+                        stream,
+                        buf: Vec::new(),
+                        state: State::Reading,
+                    },
+                );
+                tokens.push(token);
+            }
+        }
+        tokens
+            .into_iter()
+            .filter_map(|t| self.clients.get(&t).map(|c| (c.stream.as_fd(), t)))
+            .collect()
+    }
+
+    /// Forgets client `token` (closing it).
+    pub fn drop_client(&mut self, token: u64) {
+        self.clients.remove(&token);
+    }
+
+    /// Handles input from client `token`. `idle` says whether the queue is empty now;
+    /// `stats` is the answer to `stats`.
+    pub fn read(&mut self, token: u64, idle: bool, stats: &[String]) -> Vec<ServerAction> {
+        let Some(conn) = self.clients.get_mut(&token) else {
+            return Vec::new();
+        };
+        let mut chunk = [0u8; 512];
+        let closed = loop {
+            match (&conn.stream).read(&mut chunk) {
+                Ok(0) => break true,
+                Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break true,
+            }
+        };
+        if closed {
+            self.clients.remove(&token);
+            return Vec::new();
+        }
+        if !matches!(conn.state, State::Reading) {
+            // Clients say nothing after their request; ignore chatter.
+            conn.buf.clear();
+            return Vec::new();
+        }
+        let Some(end) = conn.buf.iter().position(|&b| b == b'\n') else {
+            if conn.buf.len() > MAX_LINE {
+                self.reply_and_close(token, "error: request line too long");
+            }
+            return Vec::new();
+        };
+        let line = String::from_utf8_lossy(&conn.buf[..end]).trim().to_owned();
+        conn.buf.clear();
+        let request = match Request::parse(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("control: {e}");
+                self.reply_and_close(token, &format!("error: {e}"));
+                return Vec::new();
+            }
+        };
+        match request {
+            Request::Ping => self.reply_and_close(token, "ok"),
+            Request::Settle if idle => self.reply_and_close(token, "ok"),
+            Request::Settle => conn.state = State::Settling,
+            Request::Stats => {
+                let mut text = stats.join("\n");
+                text.push_str("\nok");
+                self.reply_and_close(token, &text);
+            }
+            Request::LogLevel(level) => {
+                crate::log::set_level(level);
+                info!("log level set to {level:?}");
+                self.reply_and_close(token, "ok");
+            }
+            Request::Exit => {
+                self.reply_and_close(token, "ok");
+                return vec![ServerAction::Exit];
+            }
+            Request::Reload => {
+                conn.state = State::Reloading;
+                return vec![ServerAction::Reload(token)];
+            }
+            Request::WatchUuid(uuid) => {
+                conn.state = State::Watching(uuid);
+                self.send(token, "ok");
+            }
+        }
+        Vec::new()
+    }
+
+    /// Writes `text` and a newline to `token`; a client that cannot take it is dropped.
+    fn send(&mut self, token: u64, text: &str) {
+        let Some(conn) = self.clients.get_mut(&token) else {
+            return;
+        };
+        let mut line = String::with_capacity(text.len() + 1);
+        line.push_str(text);
+        line.push('\n');
+        if let Err(e) = (&conn.stream).write_all(line.as_bytes()) {
+            warn!("control: dropping a client that does not read its answers: {e}");
+            self.clients.remove(&token);
+        }
+    }
+
+    /// Sends the final answer and closes.
+    pub fn reply_and_close(&mut self, token: u64, text: &str) {
+        self.send(token, text);
+        self.clients.remove(&token);
+    }
+
+    /// Tells `watch-uuid` clients about a processed event of their transaction.
+    pub fn processed(&mut self, p: &Processed) {
+        let Some(uuid) = p.event.synth_uuid() else {
+            return;
+        };
+        let watchers: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| matches!(&c.state, State::Watching(u) if u == uuid))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in watchers {
+            self.send(token, &format!("processed {}", p.event.devpath()));
+        }
+    }
+
+    /// Answers every `settle` waiter: the queue is empty.
+    pub fn settled(&mut self) {
+        let waiting: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| matches!(c.state, State::Settling))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in waiting {
+            self.reply_and_close(token, "ok");
+        }
+    }
+
+    /// Removes the socket file (shutdown), so nobody mistakes a dead daemon for a live one.
+    pub fn close(&mut self) {
+        if self.listener.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        self.clients.clear();
+    }
+}

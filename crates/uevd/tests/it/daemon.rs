@@ -1,0 +1,691 @@
+//! `uevd daemon` as a real process: coldplug, injected bursts, hostile names, overflow,
+//! restart, SIGTERM, settle and trigger. Each test has its own network namespace, fake sysfs,
+//! `--dev` and `--run` directories.
+
+use super::util::{spawn, uevd, TIMEOUT};
+use rustix::process::Signal;
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use uevd_testkit::{event, in_private_netns, unique, Action, Child, FakeSysfs, Injector, Line};
+
+/// A daemon under test with its directories.
+pub struct Daemon {
+    pub child: Child,
+    pub dev: tempfile::TempDir,
+    pub run: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts `uevd daemon` on `sysfs` with fresh `--dev`/`--run` and waits until it is ready.
+    pub fn start(sysfs: &Path, extra: &[&str]) -> Daemon {
+        let dev = tempfile::tempdir().unwrap();
+        let run = tempfile::tempdir().unwrap();
+        Daemon::start_in(sysfs, dev, run, extra)
+    }
+
+    /// Like [`Daemon::start`] with given directories (to restart on the same state).
+    pub fn start_in(
+        sysfs: &Path,
+        dev: tempfile::TempDir,
+        run: tempfile::TempDir,
+        extra: &[&str],
+    ) -> Daemon {
+        let mut args = vec![
+            "daemon".to_string(),
+            "--sysfs".into(),
+            sysfs.display().to_string(),
+            "--dev".into(),
+            dev.path().display().to_string(),
+            "--run".into(),
+            run.path().display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = spawn(&args);
+        let line = child.wait_for(
+            TIMEOUT,
+            |l| matches!(l, Line::Err(s) if s.contains("ready after")),
+        );
+        assert!(
+            line.is_some(),
+            "daemon never became ready\n{}",
+            child.transcript()
+        );
+        assert!(
+            run.path().join("control").exists(),
+            "ready but no control socket"
+        );
+        Daemon { child, dev, run }
+    }
+
+    /// `uevd CMD --run RUN ARGS…`, returning (exit code, stdout, stderr).
+    pub fn client(&self, cmd: &str, args: &[&str]) -> (i32, String, String) {
+        let run = self.run.path().display().to_string();
+        let mut all = vec![cmd, "--run", &run];
+        all.extend_from_slice(args);
+        let out = uevd(&all).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Waits until the daemon's queue is empty.
+    pub fn settle(&self) {
+        let (code, _, err) = self.client("settle", &["--timeout", "20"]);
+        assert_eq!(code, 0, "settle failed: {err}");
+    }
+
+    /// The daemon's counters.
+    pub fn stats(&self) -> BTreeMap<String, u64> {
+        let (code, out, err) = self.client("control", &["stats"]);
+        assert_eq!(code, 0, "stats failed: {err}");
+        out.lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
+            .collect()
+    }
+
+    /// Stops the daemon with SIGTERM and checks it exits 0.
+    pub fn stop(mut self) -> (tempfile::TempDir, tempfile::TempDir, String) {
+        self.child.signal(Signal::TERM).unwrap();
+        let status = self
+            .child
+            .wait_exit(TIMEOUT)
+            .expect("daemon exits on SIGTERM");
+        assert!(status.success(), "{status}\n{}", self.child.transcript());
+        assert!(
+            !self.run.path().join("control").exists(),
+            "control socket left behind"
+        );
+        let transcript = self.child.transcript();
+        (self.dev, self.run, transcript)
+    }
+}
+
+/// Every entry under `dir` as `path kind major:minor mode uid:gid` (or `-> target` for links).
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            let ft = m.file_type();
+            if ft.is_dir() {
+                out.push(format!("{rel}/ {:o}", m.mode() & 0o7777));
+                walk(root, &path, out);
+            } else if ft.is_symlink() {
+                out.push(format!(
+                    "{rel} -> {}",
+                    std::fs::read_link(&path).unwrap().display()
+                ));
+            } else {
+                let kind = if ft.is_char_device() {
+                    "c"
+                } else if ft.is_block_device() {
+                    "b"
+                } else {
+                    "f"
+                };
+                let rdev = m.rdev();
+                out.push(format!(
+                    "{rel} {kind} {}:{} {:o} {}:{}",
+                    rustix::fs::major(rdev),
+                    rustix::fs::minor(rdev),
+                    m.mode() & 0o7777,
+                    m.uid(),
+                    m.gid()
+                ));
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The database record files under RUN/db.
+fn db_ids(run: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(run.join("db"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn small_tree() -> FakeSysfs {
+    let sys = FakeSysfs::new().unwrap();
+    sys.device(
+        "/devices/virtual/tty/tty0",
+        "tty",
+        &[("MAJOR", "4"), ("MINOR", "0"), ("DEVNAME", "tty0")],
+    )
+    .unwrap();
+    sys.device(
+        "/devices/virtual/misc/fuse",
+        "misc",
+        &[
+            ("MAJOR", "10"),
+            ("MINOR", "229"),
+            ("DEVNAME", "fuse"),
+            ("DEVMODE", "0666"),
+        ],
+    )
+    .unwrap();
+    sys.device(
+        "/devices/platform/i8042/serio0/input/input3",
+        "input",
+        &[("PRODUCT", "11/1/1/ab41")],
+    )
+    .unwrap();
+    sys.device(
+        "/devices/platform/i8042/serio0/input/input3/event3",
+        "input",
+        &[
+            ("MAJOR", "13"),
+            ("MINOR", "67"),
+            ("DEVNAME", "input/event3"),
+        ],
+    )
+    .unwrap();
+    sys.device(
+        "/devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0/block/sda",
+        "block",
+        &[
+            ("MAJOR", "8"),
+            ("MINOR", "0"),
+            ("DEVNAME", "sda"),
+            ("DEVTYPE", "disk"),
+        ],
+    )
+    .unwrap();
+    sys.device(
+        "/devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0/block/sda/sda1",
+        "block",
+        &[
+            ("MAJOR", "8"),
+            ("MINOR", "1"),
+            ("DEVNAME", "sda1"),
+            ("DEVTYPE", "partition"),
+        ],
+    )
+    .unwrap();
+    sys.device(
+        "/devices/pci0000:00/0000:00:14.0/usb1/1-1",
+        "usb",
+        &[
+            ("MAJOR", "189"),
+            ("MINOR", "1"),
+            ("DEVNAME", "bus/usb/001/002"),
+            ("DEVTYPE", "usb_device"),
+        ],
+    )
+    .unwrap();
+    sys
+}
+
+const SMALL_TREE_DEV: &[&str] = &[
+    "bus/ 755",
+    "bus/usb/ 755",
+    "bus/usb/001/ 755",
+    "bus/usb/001/002 c 189:1 600 0:0",
+    "fuse c 10:229 666 0:0",
+    "input/ 755",
+    "input/event3 c 13:67 600 0:0",
+    "sda b 8:0 600 0:0",
+    "sda1 b 8:1 600 0:0",
+    "tty0 c 4:0 600 0:0",
+];
+
+#[test]
+fn coldplug_creates_exactly_the_expected_nodes() {
+    in_private_netns(|| {
+        let sys = small_tree();
+        let d = Daemon::start(sys.root(), &[]);
+        assert_eq!(listing(d.dev.path()), SMALL_TREE_DEV);
+        // One record per device, named like udev's ids.
+        assert_eq!(
+            db_ids(d.run.path()),
+            [
+                "+input:input3",
+                "b8:0",
+                "b8:1",
+                "c10:229",
+                "c13:67",
+                "c189:1",
+                "c4:0"
+            ]
+        );
+        let stats = d.stats();
+        assert_eq!(stats["processed"], 7, "{stats:?}");
+        assert_eq!(stats["devices"], 7);
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
+fn restart_neither_redoes_work_nor_keeps_stale_nodes() {
+    in_private_netns(|| {
+        let sys = small_tree();
+        let d = Daemon::start(sys.root(), &[]);
+        let (dev, run, _) = d.stop();
+        // While it was down: a device vanished, another changed.
+        sys.remove_device("/devices/pci0000:00/0000:00:14.0/usb1/1-1")
+            .unwrap();
+        sys.device(
+            "/devices/virtual/tty/tty0",
+            "tty",
+            &[
+                ("MAJOR", "4"),
+                ("MINOR", "0"),
+                ("DEVNAME", "tty0"),
+                ("NEW", "1"),
+            ],
+        )
+        .unwrap();
+        let d = Daemon::start_in(sys.root(), dev, run, &[]);
+        let summary = d.child.transcript();
+        assert!(
+            summary.contains("queued 0 add, 1 change, 1 remove; 5 unchanged"),
+            "{summary}"
+        );
+        let expect: Vec<&str> = SMALL_TREE_DEV
+            .iter()
+            .copied()
+            .filter(|l| !l.starts_with("bus"))
+            .collect();
+        assert_eq!(
+            listing(d.dev.path()),
+            expect,
+            "usb node and its directories removed"
+        );
+        assert_eq!(d.stats()["processed"], 2);
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
+fn injected_bursts_leave_dev_and_db_equal_to_the_truth() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let d = Daemon::start(sys.root(), &["--no-coldplug", "--children", "2"]);
+        let inj = Injector::open().unwrap();
+        let tag = unique("burst");
+        let n = 600;
+        let devpath = |i: usize| format!("/devices/virtual/{tag}/dev{i}");
+        let adds: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                event(Action::Add, &devpath(i), "widget")
+                    .var("MAJOR", "240")
+                    .var("MINOR", i.to_string())
+                    .var("DEVNAME", format!("widgets/w{i}"))
+                    .to_bytes()
+            })
+            .collect();
+        inj.send_all(&adds).unwrap();
+        // Remove every third; rename (move) every fifth of the rest.
+        let mut later = Vec::new();
+        for i in 0..n {
+            if i % 3 == 0 {
+                later.push(
+                    event(Action::Remove, &devpath(i), "widget")
+                        .var("MAJOR", "240")
+                        .var("MINOR", i.to_string())
+                        .var("DEVNAME", format!("widgets/w{i}"))
+                        .to_bytes(),
+                );
+            } else if i % 5 == 0 {
+                later.push(
+                    event(
+                        Action::Move,
+                        &format!("/devices/virtual/{tag}/moved{i}"),
+                        "widget",
+                    )
+                    .var("DEVPATH_OLD", devpath(i))
+                    .var("MAJOR", "240")
+                    .var("MINOR", i.to_string())
+                    .var("DEVNAME", format!("widgets/m{i}"))
+                    .to_bytes(),
+                );
+            }
+        }
+        inj.send_all(&later).unwrap();
+        // Wait until everything injected was received, then settle.
+        let total = (adds.len() + later.len()) as u64;
+        let deadline = Instant::now() + TIMEOUT;
+        while d.stats()["received"] < total {
+            assert!(
+                Instant::now() < deadline,
+                "not all events received: {:?}",
+                d.stats()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d.settle();
+
+        let mut expect = vec!["widgets/ 755".to_string()];
+        let mut names: Vec<(String, usize)> = (0..n)
+            .filter(|i| i % 3 != 0)
+            .map(|i| {
+                (
+                    if i % 5 == 0 {
+                        format!("m{i}")
+                    } else {
+                        format!("w{i}")
+                    },
+                    i,
+                )
+            })
+            .collect();
+        names.sort();
+        expect.extend(
+            names
+                .iter()
+                .map(|(name, i)| format!("widgets/{name} c 240:{i} 600 0:0")),
+        );
+        assert_eq!(listing(d.dev.path()), expect);
+
+        let mut ids: Vec<String> = (0..n)
+            .filter(|i| i % 3 != 0)
+            .map(|i| format!("c240:{i}"))
+            .collect();
+        ids.sort();
+        assert_eq!(db_ids(d.run.path()), ids);
+        // A moved device's record has its new devpath and node.
+        let moved = std::fs::read_to_string(d.run.path().join("db/c240:5")).unwrap();
+        assert!(
+            moved.contains(&format!("P:/devices/virtual/{tag}/moved5\n")),
+            "{moved}"
+        );
+        assert!(moved.contains(" widgets/m5\n"), "{moved}");
+        let stats = d.stats();
+        assert_eq!(stats["processed"], total, "{stats:?}");
+        assert_eq!(stats["errors"], 0, "{}", d.child.transcript());
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
+fn hostile_devnames_are_refused_and_nothing_outside_dev_changes() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let mut d = Daemon::start(sys.root(), &["--no-coldplug"]);
+        // A symlink planted inside --dev that points outside it.
+        std::os::unix::fs::symlink(outside.path(), d.dev.path().join("planted")).unwrap();
+        let escape = format!(
+            "../{}/x",
+            outside.path().file_name().unwrap().to_string_lossy()
+        );
+        let inj = Injector::open().unwrap();
+        let tag = unique("hostile");
+        let names = [
+            "../../etc/uevd-pwned".to_string(),
+            outside.path().join("abs").display().to_string(),
+            "planted/through-symlink".to_string(),
+            escape,
+            "a//b".to_string(),
+            "ok/./x".to_string(),
+        ];
+        let events: Vec<Vec<u8>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                event(
+                    Action::Add,
+                    &format!("/devices/virtual/{tag}/h{i}"),
+                    "widget",
+                )
+                .var("MAJOR", "241")
+                .var("MINOR", i.to_string())
+                .var("DEVNAME", name)
+                .to_bytes()
+            })
+            .collect();
+        inj.send_all(&events).unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        while d.stats()["processed"] < names.len() as u64 {
+            assert!(Instant::now() < deadline, "{}", d.child.transcript());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let stats = d.stats();
+        assert_eq!(
+            stats["refused_nodes"],
+            names.len() as u64,
+            "{stats:?}\n{}",
+            d.child.transcript()
+        );
+        assert_eq!(
+            std::fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "something was created outside --dev"
+        );
+        assert!(!Path::new("/etc/uevd-pwned").exists());
+        assert_eq!(
+            listing(d.dev.path()),
+            [format!("planted -> {}", outside.path().display())]
+        );
+        // Each refusal is logged naming the event and the culprit.
+        d.child.wait_for(Duration::from_millis(200), |_| false);
+        let log = d.child.transcript();
+        assert!(
+            log.contains(&format!("add /devices/virtual/{tag}/h0")),
+            "{log}"
+        );
+        assert!(
+            log.contains("refusing node name \"../../etc/uevd-pwned\": '.' or '..' component"),
+            "{log}"
+        );
+        assert!(
+            log.contains("refusing \"planted/through-symlink\""),
+            "{log}"
+        );
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
+fn overflow_ends_in_a_reconciled_state() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let tag = unique("ovf");
+        let n = 300;
+        for i in 0..n {
+            sys.device(
+                &format!("/devices/virtual/{tag}/d{i}"),
+                "widget",
+                &[
+                    ("MAJOR", "242"),
+                    ("MINOR", &i.to_string()),
+                    ("DEVNAME", &format!("o{i}")),
+                ],
+            )
+            .unwrap();
+        }
+        let d = Daemon::start(sys.root(), &["--no-coldplug", "--recv-buffer", "1"]);
+        let inj = Injector::open().unwrap();
+        // Freeze the daemon so its tiny buffer overflows while the devices "appear".
+        d.child.signal(Signal::STOP).unwrap();
+        let adds: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                event(
+                    Action::Add,
+                    &format!("/devices/virtual/{tag}/d{i}"),
+                    "widget",
+                )
+                .var("MAJOR", "242")
+                .var("MINOR", i.to_string())
+                .var("DEVNAME", format!("o{i}"))
+                .to_bytes()
+            })
+            .collect();
+        inj.send_all(&adds).unwrap();
+        d.child.signal(Signal::CONT).unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        while d.stats()["resyncs"] < 1 {
+            assert!(Instant::now() < deadline, "no resync: {:?}", d.stats());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d.settle();
+        let stats = d.stats();
+        assert!(stats["overflows"] >= 1, "{stats:?}");
+        assert!(
+            stats["received"] < n as u64,
+            "the buffer really overflowed: {stats:?}"
+        );
+        let mut expect: Vec<String> = (0..n).map(|i| format!("o{i} c 242:{i} 600 0:0")).collect();
+        expect.sort();
+        assert_eq!(listing(d.dev.path()), expect);
+        assert_eq!(db_ids(d.run.path()).len(), n);
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
+fn sigterm_mid_burst_loses_no_processed_state() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let d = Daemon::start(sys.root(), &["--no-coldplug", "--children", "2"]);
+        let inj = Injector::open().unwrap();
+        let tag = unique("term");
+        let adds: Vec<Vec<u8>> = (0..3000)
+            .map(|i| {
+                event(
+                    Action::Add,
+                    &format!("/devices/virtual/{tag}/d{i}"),
+                    "widget",
+                )
+                .var("MAJOR", "243")
+                .var("MINOR", i.to_string())
+                .var("DEVNAME", format!("t/{i}"))
+                .to_bytes()
+            })
+            .collect();
+        inj.send_all(&adds).unwrap();
+        let (dev, run, log) = d.stop();
+        // Every record on disk has its node, and every node its record; no temporaries.
+        let ids = db_ids(run.path());
+        let nodes: Vec<String> = listing(dev.path())
+            .into_iter()
+            .filter(|l| !l.starts_with("t/ "))
+            .collect();
+        assert_eq!(nodes.len(), ids.len(), "{log}");
+        for id in &ids {
+            let minor = id.strip_prefix("c243:").unwrap();
+            assert!(
+                nodes.contains(&format!("t/{minor} c 243:{minor} 600 0:0")),
+                "{id} has no node"
+            );
+        }
+        assert!(!listing(dev.path()).iter().any(|l| l.contains(".uevd-tmp")));
+        assert!(log.contains("exiting:"), "{log}");
+    })
+    .unwrap();
+}
+
+#[test]
+fn settle_on_an_idle_daemon_returns_at_once_and_fails_without_one() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let d = Daemon::start(sys.root(), &["--no-coldplug"]);
+        let t = Instant::now();
+        d.settle();
+        assert!(t.elapsed() < Duration::from_secs(5));
+        let (code, out, _) = d.client("control", &["ping"]);
+        assert_eq!((code, out.as_str()), (0, ""));
+        let (dev, run, _) = d.stop();
+        drop(dev);
+        let out = uevd(&["settle", "--run", &run.path().display().to_string()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is uevd daemon running"));
+    })
+    .unwrap();
+}
+
+#[test]
+fn trigger_wait_times_out_naming_devices_whose_event_never_comes() {
+    in_private_netns(|| {
+        // A fake sysfs: writing its uevent files makes no kernel event.
+        let sys = small_tree();
+        let d = Daemon::start(sys.root(), &[]);
+        let root = sys.root().display().to_string();
+        let (code, _, err) = d.client(
+            "trigger",
+            &[
+                "--sysfs",
+                &root,
+                "--subsystem-match",
+                "tty",
+                "--wait",
+                "--timeout",
+                "1",
+            ],
+        );
+        assert_eq!(code, 3, "{err}");
+        assert!(
+            err.contains("timed out after 1s waiting for 1 device(s)"),
+            "{err}"
+        );
+        assert!(err.contains("/devices/virtual/tty/tty0"), "{err}");
+        // What trigger wrote: ACTION UUID.
+        let written =
+            std::fs::read_to_string(sys.root().join("devices/virtual/tty/tty0/uevent")).unwrap();
+        assert!(written.starts_with("change "), "{written}");
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
+fn trigger_wait_on_a_real_device_returns_once_processed() {
+    const LOOP0: &str = "/sys/devices/virtual/block/loop0";
+    assert!(
+        Path::new(LOOP0).exists(),
+        "load the loop module to run this test"
+    );
+    in_private_netns(|| {
+        // The real sysfs, no coldplug: only the triggered event makes the node.
+        let d = Daemon::start(Path::new("/sys"), &["--no-coldplug"]);
+        let uuid = "5c0e7a1e-0000-4000-8000-00000000cafe";
+        let (code, out, err) = d.client(
+            "trigger",
+            &[
+                "--subsystem-match",
+                "block",
+                "--sysname-match",
+                "loop0",
+                "--uuid",
+                uuid,
+                "--env",
+                "WHY=test",
+                "--wait",
+                "--verbose",
+            ],
+        );
+        assert_eq!(code, 0, "{out}{err}\n{}", "");
+        assert_eq!(out.trim(), format!("/sys{}", &LOOP0[4..]));
+        // Processed before trigger returned: the node and the record exist.
+        assert_eq!(listing(d.dev.path()), ["loop0 b 7:0 600 0:0"]);
+        let record = std::fs::read_to_string(d.run.path().join("db/b7:0")).unwrap();
+        assert!(
+            record.contains("P:/devices/virtual/block/loop0\n"),
+            "{record}"
+        );
+        d.stop();
+    })
+    .unwrap();
+}

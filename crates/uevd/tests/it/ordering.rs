@@ -1,0 +1,123 @@
+//! Ordering, proven with a slow policy step: the daemon runs in-process (as a library) with a
+//! policy that sleeps for some devices and records when each decision started and ended.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uevd::daemon::policy::{Decision, Policy};
+use uevd::daemon::{self, Config};
+use uevd_testkit::{event, in_private_netns, unique, Action, FakeSysfs, Injector, Uevent};
+
+#[derive(Default)]
+struct Slow {
+    /// (devpath, start, end) of every decision.
+    log: Mutex<Vec<(String, Instant, Instant)>>,
+}
+
+impl Policy for Slow {
+    fn decide(&self, event: &Uevent) -> Decision {
+        let start = Instant::now();
+        if event.get("SLOW").is_some() {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        self.log
+            .lock()
+            .unwrap()
+            .push((event.devpath().to_owned(), start, Instant::now()));
+        Decision::default()
+    }
+
+    fn describe(&self) -> String {
+        "slow test policy".into()
+    }
+}
+
+#[test]
+fn a_child_never_overtakes_its_parent_but_unrelated_devices_run_in_parallel() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let dev = tempfile::tempdir().unwrap();
+        let run = tempfile::tempdir().unwrap();
+        let policy = Arc::new(Slow::default());
+        let config = Config {
+            sysfs: sys.root().to_owned(),
+            dev: dev.path().to_owned(),
+            run: run.path().to_owned(),
+            workers: 4,
+            coldplug: false,
+            recv_buffer: 1 << 20,
+            ready_fd: None,
+            handle_signals: false,
+        };
+        let p: Arc<dyn Policy> = policy.clone();
+        let daemon = std::thread::spawn(move || {
+            daemon::run(config, p, Box::new(|| Err("no reload".into())))
+        });
+        let control = run.path().join("control");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !control.exists() {
+            assert!(Instant::now() < deadline, "daemon never became ready");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+
+        let tag = unique("order");
+        let parent = format!("/devices/virtual/{tag}/hub");
+        let child = format!("{parent}/port1");
+        let grandchild = format!("{child}/dev");
+        let unrelated = format!("/devices/virtual/{tag}/other");
+        let inj = Injector::open().unwrap();
+        inj.send_all(&[
+            event(Action::Add, &parent, "t").var("SLOW", "1").to_bytes(),
+            event(Action::Add, &child, "t").to_bytes(),
+            event(Action::Add, &unrelated, "t").to_bytes(),
+            event(Action::Change, &parent, "t").to_bytes(),
+            event(Action::Add, &grandchild, "t")
+                .var("SLOW", "1")
+                .to_bytes(),
+        ])
+        .unwrap();
+
+        let mut client = uevd::control::Client::connect(run.path()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while policy.log.lock().unwrap().len() < 5 {
+            assert!(Instant::now() < deadline, "not all events processed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        client
+            .call(&uevd::control::Request::Settle, Duration::from_secs(10))
+            .unwrap();
+        let log = policy.log.lock().unwrap().clone();
+        let find = |path: &str, nth: usize| {
+            log.iter()
+                .filter(|(p, _, _)| p == path)
+                .nth(nth)
+                .unwrap_or_else(|| panic!("{path} #{nth} not processed: {log:?}"))
+                .clone()
+        };
+        let (_, parent_start, parent_end) = find(&parent, 0);
+        let (_, child_start, child_end) = find(&child, 0);
+        let (_, _, unrelated_end) = find(&unrelated, 0);
+        let (_, change_start, change_end) = find(&parent, 1);
+        let (_, grand_start, _) = find(&grandchild, 0);
+        assert!(child_start >= parent_end, "child overtook its parent");
+        assert!(
+            unrelated_end < parent_end,
+            "unrelated device waited for the slow parent"
+        );
+        assert!(
+            change_start >= child_end,
+            "parent's change overtook the child queued before it"
+        );
+        assert!(
+            grand_start >= change_end,
+            "grandchild overtook its ancestor's change"
+        );
+        assert!(parent_start <= child_start);
+
+        uevd::control::Client::connect(run.path())
+            .unwrap()
+            .call(&uevd::control::Request::Exit, Duration::from_secs(10))
+            .unwrap();
+        daemon.join().unwrap().unwrap();
+    })
+    .unwrap();
+}
