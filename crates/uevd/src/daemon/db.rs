@@ -20,9 +20,11 @@
 //! ```
 
 use super::nodes::{NodeKind, NodePath};
+use rustix::fs::{Mode, OFlags};
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use uevd_wire::Uevent;
 
@@ -300,21 +302,47 @@ fn unescape(s: &str) -> Option<String> {
     Some(out)
 }
 
+/// `write` until everything is written (a full disk fails with ENOSPC, naming the record).
+fn write_all(fd: &rustix::fd::OwnedFd, mut bytes: &[u8]) -> Result<(), rustix::io::Errno> {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(0) => return Err(rustix::io::Errno::NOSPC),
+            Ok(n) => bytes = &bytes[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The database directory.
 pub struct Db {
     dir: PathBuf,
+    /// The directory, open: records are written relative to it (no path walk per write).
+    fd: rustix::fd::OwnedFd,
 }
 
 impl Db {
     /// Opens (creating if needed) `RUN/db`.
     pub fn open(run: &Path) -> Result<Db, DbError> {
         let dir = run.join("db");
-        fs::create_dir_all(&dir).map_err(|source| DbError::Io {
+        let io = |source| DbError::Io {
             op: "create",
             path: dir.clone(),
             source,
-        })?;
-        Ok(Db { dir })
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .map_err(io)?;
+        let fd = rustix::fs::open(
+            &dir,
+            OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io(e.into()))?;
+        Ok(Db { dir, fd })
     }
 
     /// Where record `id` lives.
@@ -353,21 +381,31 @@ impl Db {
         Ok((records, errors))
     }
 
-    /// Writes `record` crash-safely under `id`.
+    /// Writes `record` crash-safely under `id`: to a temporary file, then renamed over the
+    /// old one, so readers and a crash see either the old record or the new one.
     pub fn write(&self, id: &str, record: &DeviceRecord) -> Result<(), DbError> {
-        let path = self.path(id);
-        let tmp = self.dir.join(format!(".tmp.{id}"));
-        let io = |op, source| DbError::Io {
+        let tmp = format!(".tmp.{id}");
+        let io = |op, source: rustix::io::Errno| DbError::Io {
             op,
-            path: path.clone(),
-            source,
+            path: self.dir.join(id),
+            source: source.into(),
         };
-        let result = fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(record.to_text().as_bytes()))
+        let text = record.to_text();
+        let fd = rustix::fs::openat(
+            &self.fd,
+            &tmp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(|e| io("create", e))?;
+        let result = write_all(&fd, text.as_bytes())
             .map_err(|e| io("write", e))
-            .and_then(|()| fs::rename(&tmp, &path).map_err(|e| io("rename", e)));
+            .and_then(|()| {
+                drop(fd);
+                rustix::fs::renameat(&self.fd, &tmp, &self.fd, id).map_err(|e| io("rename", e))
+            });
         if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+            let _ = rustix::fs::unlinkat(&self.fd, &tmp, rustix::fs::AtFlags::empty());
         }
         result
     }

@@ -30,6 +30,7 @@ use rustix::event::epoll;
 use rustix::fd::AsFd;
 use server::{ControlServer, ServerAction};
 use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -154,10 +155,15 @@ struct Daemon {
 /// Runs the daemon until SIGTERM/SIGINT or `exit`.
 pub fn run(config: Config, policy: Arc<dyn Policy>, reload: Reload) -> Result<(), DaemonError> {
     let started = Instant::now();
-    std::fs::create_dir_all(&config.run)
-        .map_err(setup(format!("creating {}", config.run.display())))?;
-    std::fs::create_dir_all(&config.dev)
-        .map_err(setup(format!("creating {}", config.dev.display())))?;
+    // Nodes are created with exactly the mode policy says; everything else gets explicit modes.
+    rustix::process::umask(rustix::fs::Mode::empty());
+    for dir in [&config.run, &config.dev] {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(setup(format!("creating {}", dir.display())))?;
+    }
     let db = Db::open(&config.run).map_err(setup("opening the device database"))?;
     let (records, corrupt) = db
         .load_all()
@@ -276,7 +282,13 @@ impl Daemon {
                         }
                     }
                     CONTROL => self.accept(),
-                    token => self.client_ready(token),
+                    token => {
+                        // Like udevd's idle-priority control handler: uevents already in the
+                        // socket are queued before a request (settle!) is answered.
+                        self.drain_kernel()?;
+                        self.dispatch();
+                        self.client_ready(token);
+                    }
                 }
             }
             if self.resync_due.is_some_and(|due| due <= Instant::now()) {

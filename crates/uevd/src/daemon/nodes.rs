@@ -153,6 +153,8 @@ pub struct Meta {
 pub trait DevFs: Send + Sync {
     /// `lstat`; `None` if the path does not exist.
     fn lstat(&self, path: &str) -> Result<Option<Meta>, Errno>;
+    /// `stat` of the root directory itself.
+    fn lstat_root(&self) -> Result<Meta, Errno>;
     /// `mkdir` of one level.
     fn mkdir(&self, path: &str, mode: u32) -> Result<(), Errno>;
     /// `mknod`.
@@ -213,27 +215,33 @@ impl DirFs {
     }
 }
 
+fn meta(st: &fs::Stat) -> Meta {
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::CharacterDevice => FileKind::Node(NodeKind::Char),
+        FileType::BlockDevice => FileKind::Node(NodeKind::Block),
+        FileType::Directory => FileKind::Dir,
+        FileType::Symlink => FileKind::Symlink,
+        _ => FileKind::Other,
+    };
+    Meta {
+        kind,
+        devnum: (fs::major(st.st_rdev), fs::minor(st.st_rdev)),
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+    }
+}
+
 impl DevFs for DirFs {
+    fn lstat_root(&self) -> Result<Meta, Errno> {
+        fs::fstat(&self.root).map(|st| meta(&st))
+    }
+
     fn lstat(&self, path: &str) -> Result<Option<Meta>, Errno> {
         match self.at(path, |dir, leaf| {
             fs::statat(dir, leaf, AtFlags::SYMLINK_NOFOLLOW)
         }) {
-            Ok(st) => {
-                let kind = match FileType::from_raw_mode(st.st_mode) {
-                    FileType::CharacterDevice => FileKind::Node(NodeKind::Char),
-                    FileType::BlockDevice => FileKind::Node(NodeKind::Block),
-                    FileType::Directory => FileKind::Dir,
-                    FileType::Symlink => FileKind::Symlink,
-                    _ => FileKind::Other,
-                };
-                Ok(Some(Meta {
-                    kind,
-                    devnum: (fs::major(st.st_rdev), fs::minor(st.st_rdev)),
-                    mode: st.st_mode & 0o7777,
-                    uid: st.st_uid,
-                    gid: st.st_gid,
-                }))
-            }
+            Ok(st) => Ok(Some(meta(&st))),
             Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(e),
         }
@@ -400,15 +408,29 @@ pub struct Ensured {
 /// Node and symlink management on a [`DevFs`].
 pub struct Nodes<F> {
     fs: F,
+    /// `(uid, gid)` new files get: the daemon's effective ids.
+    creator: (u32, u32),
+    /// Whether the `--dev` root is setgid.
+    root_setgid: bool,
 }
 
 /// Mode of directories created for nodes (`input/`, `bus/usb/001/`).
 const DIR_MODE: u32 = 0o755;
 
 impl<F: DevFs> Nodes<F> {
-    /// Manages nodes on `fs`.
+    /// Manages nodes on `fs`. The process must run with umask 0 (the daemon sets it), so
+    /// nodes are created with exactly their mode.
     pub fn new(fs: F) -> Nodes<F> {
-        Nodes { fs }
+        let creator = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        let root_setgid = matches!(fs.lstat_root(), Ok(m) if m.mode & 0o2000 != 0);
+        Nodes {
+            fs,
+            creator,
+            root_setgid,
+        }
     }
 
     /// The filesystem underneath.
@@ -418,14 +440,16 @@ impl<F: DevFs> Nodes<F> {
 
     /// Creates the parent directories of `path` that are missing; refuses symlinks and
     /// non-directories on the way. Returns the directories it created.
-    fn make_parents(&self, path: &NodePath) -> Result<Vec<String>, NodeError> {
+    fn make_parents(&self, path: &NodePath) -> Result<(Vec<String>, bool), NodeError> {
         let mut created = Vec::new();
+        let mut setgid = self.root_setgid;
         for dir in path.ancestors() {
             match self.fs.lstat(dir).map_err(io("stat", dir))? {
                 Some(Meta {
                     kind: FileKind::Dir,
+                    mode,
                     ..
-                }) => {}
+                }) => setgid = mode & 0o2000 != 0,
                 Some(_) => {
                     return Err(NodeError::Unsafe {
                         path: path.to_string(),
@@ -433,20 +457,41 @@ impl<F: DevFs> Nodes<F> {
                     })
                 }
                 None => match self.fs.mkdir(dir, DIR_MODE) {
+                    // A directory we make inherits a setgid parent's bit.
                     Ok(()) => created.push(dir.to_owned()),
                     Err(Errno::EXIST) => {}
                     Err(e) => return Err(io("mkdir", dir)(e)),
                 },
             }
         }
-        Ok(created)
+        Ok((created, setgid))
     }
 
-    /// Makes `spec.path` the node `spec` describes, with its owner and mode: left alone if it
-    /// already is, fixed in place if only owner or mode differ, otherwise replaced atomically.
+    /// Makes `spec.path` the node `spec` describes, with its owner and mode: created in place
+    /// if nothing is there (one `mknod` in the common case), left alone if it already is that
+    /// node, fixed in place if only owner or mode differ, otherwise replaced atomically.
     pub fn ensure_node(&self, spec: &NodeSpec) -> Result<Ensured, NodeError> {
         let path = spec.path.as_str();
-        let created_dirs = self.make_parents(&spec.path)?;
+        let (created_dirs, parent_setgid) = self.make_parents(&spec.path)?;
+        // Nodes are created with their final mode (the daemon runs with umask 0) and owned by
+        // the daemon's user; only a different owner, or a setgid directory, needs a chown.
+        let needs_chown = parent_setgid || (spec.uid, spec.gid) != self.creator;
+        match self.fs.mknod(path, spec.kind, spec.mode, spec.devnum) {
+            Ok(()) => {
+                if needs_chown {
+                    if let Err(e) = self.fs.chown(path, spec.uid, spec.gid) {
+                        let _ = self.fs.unlink(path);
+                        return Err(io("chown", path)(e));
+                    }
+                }
+                return Ok(Ensured {
+                    created_dirs,
+                    created: true,
+                });
+            }
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(io("mknod", path)(e)),
+        }
         match self.fs.lstat(path).map_err(io("stat", path))? {
             Some(m) if m.kind == FileKind::Node(spec.kind) && m.devnum == spec.devnum => {
                 if (m.uid, m.gid) != (spec.uid, spec.gid) {
@@ -473,16 +518,19 @@ impl<F: DevFs> Nodes<F> {
             }
             _ => {}
         }
+        // Something else is there (wrong type or devnum, a symlink, a file): replace it
+        // atomically with a node made under a temporary name.
         let tmp = temp_name(&spec.path);
         let _ = self.fs.unlink(&tmp);
         self.fs
-            .mknod(&tmp, spec.kind, 0, spec.devnum)
+            .mknod(&tmp, spec.kind, spec.mode, spec.devnum)
             .map_err(io("mknod", &tmp))?;
         let finish = || -> Result<(), NodeError> {
-            self.fs
-                .chown(&tmp, spec.uid, spec.gid)
-                .map_err(io("chown", &tmp))?;
-            self.fs.chmod(&tmp, spec.mode).map_err(io("chmod", &tmp))?;
+            if needs_chown {
+                self.fs
+                    .chown(&tmp, spec.uid, spec.gid)
+                    .map_err(io("chown", &tmp))?;
+            }
             self.fs.rename(&tmp, path).map_err(io("rename", path))
         };
         if let Err(e) = finish() {
@@ -538,7 +586,7 @@ impl<F: DevFs> Nodes<F> {
     ) -> Result<Vec<String>, NodeError> {
         let path = link.as_str();
         let want = link.relative_target(target);
-        let created = self.make_parents(link)?;
+        let (created, _) = self.make_parents(link)?;
         match self.fs.lstat(path).map_err(io("stat", path))? {
             None => {}
             Some(Meta {

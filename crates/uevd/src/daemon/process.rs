@@ -231,8 +231,13 @@ impl<F: DevFs> Processor<F> {
             properties,
         };
         let id = event_device_id(event);
-        if let Err(e) = self.db.write(&id, &record) {
-            out.errors.push(format!("{}: {e}", Self::context(event)));
+        // A repeated event that changes nothing (a `change` with the same variables) needs no
+        // rewrite.
+        let unchanged = previous.is_some_and(|p| *p == record && p.id() == id);
+        if !unchanged {
+            if let Err(e) = self.db.write(&id, &record) {
+                out.errors.push(format!("{}: {e}", Self::context(event)));
+            }
         }
         if let Some(old) = previous {
             let old_id = old.id();

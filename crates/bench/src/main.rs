@@ -1,0 +1,791 @@
+//! Side-by-side benchmarks of `uevd daemon` against its peers — busybox `mdev`, systemd-udevd —
+//! and the floors (a bare netlink listener, a loop that only reads every `uevent` file).
+//!
+//! Run through `bench/run.sh`, which starts this program inside `unshare --mount --net`: it
+//! mounts tmpfs over `/dev` and `/run` for the peers (which hard-code those paths) and injects
+//! uevents, both of which are only harmless in private namespaces. It refuses to run otherwise.
+//! Prints a Markdown table for `bench/README.md`.
+#![forbid(unsafe_code)]
+
+use rustix::fs::inotify;
+use rustix::net::netlink::{self, SocketAddrNetlink};
+use rustix::net::{self as net, AddressFamily, RecvFlags, SocketFlags, SocketType};
+use std::io::{BufRead, BufReader, Read};
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use uevd_testkit::{event, Action, FakeSysfs, Injector};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("uevd-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// One result row.
+struct Row {
+    what: String,
+    who: String,
+    value: String,
+}
+
+struct Bench {
+    uevd: PathBuf,
+    rows: Vec<Row>,
+    quick: bool,
+}
+
+impl Bench {
+    fn row(&mut self, what: &str, who: &str, value: String) {
+        eprintln!("  {what:<44} {who:<26} {value}");
+        self.rows.push(Row {
+            what: what.into(),
+            who: who.into(),
+            value,
+        });
+    }
+}
+
+fn run() -> Result<()> {
+    if std::env::var_os("UEVD_BENCH_NAMESPACES").is_none() {
+        return Err("run me through bench/run.sh (I mount over /dev and inject uevents)".into());
+    }
+    // The injector refuses the host's network namespace; check the mount namespace too.
+    Injector::open().map_err(|e| format!("not in a private network namespace: {e}"))?;
+    let uevd = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .ok_or("usage: uevd-bench PATH-TO-UEVD [--quick]")?;
+    let quick = std::env::args().any(|a| a == "--quick");
+    let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
+    sh("mount --make-rprivate /")?;
+    // /dev and /run are tmpfs on real systems; so are the bench's scratch directories.
+    sh("mount -t tmpfs -o mode=1777 tmpfs /tmp")?;
+    let mut b = Bench {
+        uevd,
+        rows: Vec::new(),
+        quick,
+    };
+    let wanted = |section: &str| only.as_deref().is_none_or(|o| o == section);
+    if wanted("coldplug") {
+        eprintln!("coldplug of the real /sys");
+        coldplug_real(&mut b)?;
+        eprintln!("coldplug of a fake tree");
+        coldplug_fake(&mut b)?;
+    }
+    if wanted("throughput") {
+        for n in if quick {
+            vec![10_000]
+        } else {
+            vec![10_000, 100_000]
+        } {
+            eprintln!("throughput, {n} events");
+            throughput(&mut b, n)?;
+        }
+    }
+    if wanted("latency") {
+        eprintln!("latency");
+        latency(&mut b)?;
+    }
+    if wanted("memory") {
+        eprintln!("memory");
+        memory(&mut b)?;
+    }
+
+    println!("| measurement | implementation | result |\n|---|---|---|");
+    for r in &b.rows {
+        println!("| {} | {} | {} |", r.what, r.who, r.value);
+    }
+    Ok(())
+}
+
+fn sh(cmd: &str) -> Result<()> {
+    let status = Command::new("sh").arg("-c").arg(cmd).status()?;
+    if !status.success() {
+        return Err(format!("`{cmd}` failed: {status}").into());
+    }
+    Ok(())
+}
+
+/// A fresh, empty tmpfs on `/dev` and `/run` for a peer (in our private mount namespace).
+fn fresh_dev_run() -> Result<()> {
+    sh("umount -l /dev 2>/dev/null; umount -l /run 2>/dev/null; mount -t tmpfs -o mode=755 tmpfs /dev && mount -t tmpfs -o mode=755 tmpfs /run && mknod -m 666 /dev/null c 1 3")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: f64) -> String {
+    format!("{:.1} ms", d * 1e3)
+}
+
+/// Starts `uevd daemon` and waits for readiness (the newline on `--ready-fd 1`); returns the
+/// child and the seconds from spawn to ready.
+fn start_uevd(
+    b: &Bench,
+    sysfs: &Path,
+    dev: &Path,
+    run: &Path,
+    extra: &[&str],
+) -> Result<(Child, f64)> {
+    let t = Instant::now();
+    let mut child = Command::new(&b.uevd)
+        .args([
+            "daemon",
+            "--log-level",
+            "warn",
+            "--ready-fd",
+            "1",
+            "--sysfs",
+        ])
+        .arg(sysfs)
+        .arg("--dev")
+        .arg(dev)
+        .arg("--run")
+        .arg(run)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut line = String::new();
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    BufReader::new(stdout).read_line(&mut line)?;
+    if line != "\n" {
+        let _ = child.kill();
+        return Err("uevd did not signal readiness".into());
+    }
+    Ok((child, t.elapsed().as_secs_f64()))
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
+
+fn tmp() -> Result<tempfile::TempDir> {
+    Ok(tempfile::tempdir()?)
+}
+
+/// Reads every `uevent` file under /sys/devices: the floor of any coldplug.
+fn read_all_uevents(dir: &Path, count: &mut usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() {
+            read_all_uevents(&e.path(), count);
+        } else if ft.is_file() && e.file_name() == "uevent" {
+            let mut buf = Vec::new();
+            if std::fs::File::open(e.path())
+                .and_then(|mut f| f.read_to_end(&mut buf))
+                .is_ok()
+            {
+                *count += 1;
+            }
+        }
+    }
+}
+
+fn coldplug_real(b: &mut Bench) -> Result<()> {
+    let runs = if b.quick { 5 } else { 15 };
+    let mut count = 0;
+    let floor = median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                count = 0;
+                read_all_uevents(Path::new("/sys/devices"), &mut count);
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    let what = format!("coldplug real /sys ({count} uevent files)");
+    b.row(&what, "floor: read every uevent", ms(floor));
+
+    let mut times = Vec::new();
+    let mut devices = 0;
+    for _ in 0..runs {
+        let (dev, run) = (tmp()?, tmp()?);
+        let (child, secs) = start_uevd(b, Path::new("/sys"), dev.path(), run.path(), &[])?;
+        devices = std::fs::read_dir(run.path().join("db"))?.count();
+        times.push(secs);
+        stop(child);
+    }
+    let uevd = median(times);
+    b.row(
+        &what,
+        "uevd (spawn → ready)",
+        format!(
+            "{} ({devices} devices, {:.2}× floor)",
+            ms(uevd),
+            uevd / floor
+        ),
+    );
+
+    let times: Result<Vec<f64>> = (0..runs)
+        .map(|_| {
+            fresh_dev_run()?;
+            let t = Instant::now();
+            sh("busybox mdev -s")?;
+            Ok(t.elapsed().as_secs_f64())
+        })
+        .collect();
+    b.row(&what, "busybox mdev -s", ms(median(times?)));
+
+    let mut times = Vec::new();
+    for _ in 0..runs.min(5) {
+        fresh_dev_run()?;
+        let udevd = start_udevd()?;
+        let t = Instant::now();
+        sh("udevadm trigger --action=add >/dev/null 2>&1; udevadm settle -t 60")?;
+        times.push(t.elapsed().as_secs_f64());
+        stop(udevd);
+    }
+    b.row(&what, "systemd-udevd trigger+settle", ms(median(times)));
+    Ok(())
+}
+
+fn spawn_mdev() -> Result<Child> {
+    Ok(Command::new("busybox")
+        .args(["mdev", "-df"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+fn start_udevd() -> Result<Child> {
+    let child = Command::new("/lib/systemd/systemd-udevd")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Command::new("udevadm")
+        .args(["control", "--ping", "-t", "1"])
+        .stderr(Stdio::null())
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        if Instant::now() > deadline {
+            return Err("systemd-udevd did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(child)
+}
+
+fn coldplug_fake(b: &mut Bench) -> Result<()> {
+    let n = if b.quick { 10_000 } else { 100_000 };
+    let t = Instant::now();
+    let sys = FakeSysfs::new()?;
+    sys.many(n)?;
+    eprintln!("  (built a {n}-device fake tree in {:?})", t.elapsed());
+    let what = format!(
+        "coldplug fake tree ({n} char devices + {} parents)",
+        n / 100
+    );
+    let mut count = 0;
+    let t = Instant::now();
+    read_all_uevents(&sys.root().join("devices"), &mut count);
+    let floor = t.elapsed().as_secs_f64();
+    b.row(&what, "floor: read every uevent", ms(floor));
+    for children in ["0", "2"] {
+        let (dev, run) = (tmp()?, tmp()?);
+        let (child, secs) = start_uevd(
+            b,
+            sys.root(),
+            dev.path(),
+            run.path(),
+            &["--children", children],
+        )?;
+        let nodes = std::fs::read_dir(dev.path().join("fake"))?.count();
+        stop(child);
+        if nodes != n {
+            return Err(format!("uevd made {nodes} of {n} nodes").into());
+        }
+        b.row(
+            &what,
+            &format!("uevd --children {children}"),
+            format!("{} ({:.0} devices/s)", ms(secs), n as f64 / secs),
+        );
+    }
+    Ok(())
+}
+
+/// `n` add events for nodes `bench{i}` (major 250) under /devices/virtual/bench.
+fn bench_events(n: usize, base: usize) -> Vec<Vec<u8>> {
+    (base..base + n)
+        .map(|i| {
+            event(
+                Action::Add,
+                &format!("/devices/virtual/bench/b{i}"),
+                "bench",
+            )
+            .var("MAJOR", "250")
+            .var("MINOR", i.to_string())
+            .var("DEVNAME", format!("bench{i}"))
+            .to_bytes()
+        })
+        .collect()
+}
+
+/// Waits until `path` exists (polling), up to `timeout`.
+fn wait_exists(path: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    true
+}
+
+fn count_prefix(dir: &Path, prefix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Injects `n` events; returns events/s from the first injection until the last node exists
+/// (or the count reached by the timeout).
+fn node_throughput(inj: &Injector, dev: &Path, n: usize, base: usize) -> Result<String> {
+    let events = bench_events(n, base);
+    let last = dev.join(format!("bench{}", base + n - 1));
+    let t = Instant::now();
+    inj.send_all(&events)?;
+    let sent = t.elapsed().as_secs_f64();
+    let mut done = wait_exists(&last, Duration::from_secs(120));
+    // With parallel workers the last node is not always the last one made.
+    let mut made = count_prefix(dev, "bench");
+    while done && made < n {
+        if t.elapsed() > Duration::from_secs(120) {
+            done = false;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+        made = count_prefix(dev, "bench");
+    }
+    let secs = t.elapsed().as_secs_f64();
+    if !done || made < n {
+        return Ok(format!(
+            "incomplete: {made} of {n} nodes after {:.1} s",
+            secs
+        ));
+    }
+    Ok(format!(
+        "{:.0} events/s ({} for {n}; injection alone {})",
+        n as f64 / secs,
+        ms(secs),
+        ms(sent)
+    ))
+}
+
+fn group_socket(groups: u32) -> Result<rustix::fd::OwnedFd> {
+    let fd = net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        Some(netlink::KOBJECT_UEVENT),
+    )?;
+    let _ = net::sockopt::set_socket_recv_buffer_size_force(&fd, 512 << 20);
+    net::bind(&fd, &SocketAddrNetlink::new(0, groups))?;
+    Ok(fd)
+}
+
+fn throughput(b: &mut Bench, n: usize) -> Result<()> {
+    let what = format!("burst of {n} add events → node on disk");
+    let inj = Injector::open()?;
+
+    // Floor: a bare listener that only receives.
+    let sock = group_socket(1)?;
+    let events = bench_events(n, 0);
+    let receiver = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 8192];
+        let mut got = 0;
+        let mut start = None;
+        while got < n {
+            if net::recv(&sock, &mut buf[..], RecvFlags::empty()).is_ok() {
+                start.get_or_insert_with(Instant::now);
+                got += 1;
+            }
+        }
+        start.map(|s| s.elapsed())
+    });
+    let t = Instant::now();
+    inj.send_all(&events)?;
+    let _ = receiver.join();
+    let secs = t.elapsed().as_secs_f64();
+    b.row(
+        &what,
+        "floor: bare netlink listener",
+        format!("{:.0} events/s (received, no node)", n as f64 / secs),
+    );
+
+    for children in ["0", "2"] {
+        let (dev, run, sys) = (tmp()?, tmp()?, FakeSysfs::new()?);
+        let (child, _) = start_uevd(
+            b,
+            sys.root(),
+            dev.path(),
+            run.path(),
+            &["--no-coldplug", "--children", children],
+        )?;
+        let result = node_throughput(&inj, dev.path(), n, 0)?;
+        stop(child);
+        b.row(&what, &format!("uevd --children {children}"), result);
+    }
+
+    fresh_dev_run()?;
+    let sys = FakeSysMount::new(&[(0, n)])?;
+    let mdev = spawn_mdev()?;
+    wait_listening_mdev(&inj)?;
+    let result = node_throughput(&inj, Path::new("/dev"), n, 0)?;
+    stop(mdev);
+    drop(sys);
+    b.row(&what, "busybox mdev -df (reads /sys/…/dev)", result);
+
+    fresh_dev_run()?;
+    let udevd = start_udevd()?;
+    let sock = group_socket(2)?;
+    let events = bench_events(n, 0);
+    let t = Instant::now();
+    inj.send_all(&events)?;
+    let mut buf = vec![0u8; 16384];
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    net::sockopt::set_socket_timeout(
+        &sock,
+        net::sockopt::Timeout::Recv,
+        Some(Duration::from_secs(5)),
+    )?;
+    while got < n && Instant::now() < deadline {
+        match net::recv(&sock, &mut buf[..], RecvFlags::empty()) {
+            Ok(_) => got += 1,
+            Err(_) => break,
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    stop(udevd);
+    b.row(
+        &what,
+        "systemd-udevd (→ processed broadcast)",
+        if got == n {
+            format!("{:.0} events/s ({} for {n})", n as f64 / secs, ms(secs))
+        } else {
+            format!("incomplete: {got} of {n} processed")
+        },
+    );
+    Ok(())
+}
+
+/// A fake sysfs with the bench devices (and their `dev` files, which mdev reads instead of the
+/// event's MAJOR/MINOR), bind-mounted over /sys in our mount namespace while mdev runs.
+struct FakeSysMount {
+    _sys: FakeSysfs,
+}
+
+impl FakeSysMount {
+    fn new(ranges: &[(usize, usize)]) -> Result<FakeSysMount> {
+        let sys = FakeSysfs::new()?;
+        for &(base, n) in ranges {
+            for i in base..base + n {
+                let devpath = format!("/devices/virtual/bench/b{i}");
+                sys.device(
+                    &devpath,
+                    "bench",
+                    &[
+                        ("MAJOR", "250"),
+                        ("MINOR", &i.to_string()),
+                        ("DEVNAME", &format!("bench{i}")),
+                    ],
+                )?;
+                sys.attr(&devpath, "dev", &format!("250:{i}"))?;
+            }
+        }
+        let probe = "/devices/virtual/bench/probe";
+        sys.device(
+            probe,
+            "bench",
+            &[
+                ("MAJOR", "250"),
+                ("MINOR", "999999"),
+                ("DEVNAME", "mdevprobe"),
+            ],
+        )?;
+        sys.attr(probe, "dev", "250:999999")?;
+        sh(&format!("mount --bind {} /sys", sys.root().display()))?;
+        Ok(FakeSysMount { _sys: sys })
+    }
+}
+
+impl Drop for FakeSysMount {
+    fn drop(&mut self) {
+        let _ = sh("umount /sys");
+    }
+}
+
+/// mdev -df starts with a scan of /sys; wait until it also handles netlink events.
+fn wait_listening_mdev(inj: &Injector) -> Result<()> {
+    let probe = event(Action::Add, "/devices/virtual/bench/probe", "bench")
+        .var("MAJOR", "250")
+        .var("MINOR", "999999")
+        .var("DEVNAME", "mdevprobe")
+        .to_bytes();
+    for _ in 0..200 {
+        inj.send(&probe)?;
+        if wait_exists(Path::new("/dev/mdevprobe"), Duration::from_millis(50)) {
+            return Ok(());
+        }
+    }
+    Err("mdev -df never created its probe node".into())
+}
+
+/// Latency of single events, 1 ms apart: injection → node created (inotify), or → received
+/// for the floor, or → processed broadcast for udevd.
+fn latency(b: &mut Bench) -> Result<()> {
+    let n = 1000;
+    let what = format!("latency, {n} single events 1 ms apart (p50 / p99)");
+    let inj = Injector::open()?;
+    let report = |v: Vec<f64>| {
+        let mut v = v;
+        v.sort_by(f64::total_cmp);
+        format!(
+            "{:.0} µs / {:.0} µs",
+            percentile(&v, 0.5) * 1e6,
+            percentile(&v, 0.99) * 1e6
+        )
+    };
+
+    let sock = group_socket(1)?;
+    let samples = measure(&inj, n, 0, |_| {
+        let mut buf = [0u8; 8192];
+        net::recv(&sock, &mut buf[..], RecvFlags::empty()).is_ok()
+    })?;
+    drop(sock);
+    b.row(&what, "floor: bare netlink listener", report(samples));
+
+    for children in ["0", "2"] {
+        let (dev, run, sys) = (tmp()?, tmp()?, FakeSysfs::new()?);
+        let (child, _) = start_uevd(
+            b,
+            sys.root(),
+            dev.path(),
+            run.path(),
+            &["--no-coldplug", "--children", children],
+        )?;
+        let samples = node_latency(&inj, dev.path(), n)?;
+        stop(child);
+        b.row(
+            &what,
+            &format!("uevd --children {children}"),
+            report(samples),
+        );
+    }
+
+    fresh_dev_run()?;
+    let sys = FakeSysMount::new(&[(2_000_000, n)])?;
+    let mdev = spawn_mdev()?;
+    wait_listening_mdev(&inj)?;
+    let samples = node_latency(&inj, Path::new("/dev"), n)?;
+    stop(mdev);
+    drop(sys);
+    b.row(
+        &what,
+        "busybox mdev -df (reads /sys/…/dev)",
+        report(samples),
+    );
+
+    fresh_dev_run()?;
+    let udevd = start_udevd()?;
+    let sock = group_socket(2)?;
+    net::sockopt::set_socket_timeout(
+        &sock,
+        net::sockopt::Timeout::Recv,
+        Some(Duration::from_secs(5)),
+    )?;
+    let samples = measure(&inj, n, 0, |_| {
+        let mut buf = [0u8; 16384];
+        net::recv(&sock, &mut buf[..], RecvFlags::empty()).is_ok()
+    })?;
+    stop(udevd);
+    b.row(
+        &what,
+        "systemd-udevd (→ processed broadcast)",
+        report(samples),
+    );
+    Ok(())
+}
+
+/// Sends event i, then `wait(i)` until it is handled; returns the latencies.
+fn measure(
+    inj: &Injector,
+    n: usize,
+    base: usize,
+    mut wait: impl FnMut(usize) -> bool,
+) -> Result<Vec<f64>> {
+    let events = bench_events(n, base);
+    let mut samples = Vec::with_capacity(n);
+    for (i, e) in events.iter().enumerate() {
+        let t = Instant::now();
+        inj.send(e)?;
+        if !wait(i) {
+            return Err(format!("event {i} was not handled").into());
+        }
+        samples.push(t.elapsed().as_secs_f64());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(samples)
+}
+
+/// Latency to the node appearing in `dev` (created or renamed into place).
+fn node_latency(inj: &Injector, dev: &Path, n: usize) -> Result<Vec<f64>> {
+    let ino = inotify::init(inotify::CreateFlags::CLOEXEC)?;
+    inotify::add_watch(
+        &ino,
+        dev,
+        inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO,
+    )?;
+    let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+    let base = 2_000_000;
+    measure(inj, n, base, |i| {
+        let want = format!("bench{}", base + i);
+        let mut reader = inotify::Reader::new(&ino, &mut buf);
+        loop {
+            match reader.next() {
+                Ok(ev) => {
+                    if ev
+                        .file_name()
+                        .is_some_and(|f| f.to_bytes() == want.as_bytes())
+                    {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    })
+}
+
+fn status_kib(pid: u32, key: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .ok_or_else(|| format!("no {key} in /proc/{pid}/status"))?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .ok_or("bad status line")?
+        .parse()?)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.2} MiB", kib as f64 / 1024.0)
+}
+
+fn memory(b: &mut Bench) -> Result<()> {
+    let what = "memory (RSS)";
+    let (dev, run) = (tmp()?, tmp()?);
+    let (child, _) = start_uevd(b, Path::new("/sys"), dev.path(), run.path(), &[])?;
+    std::thread::sleep(Duration::from_millis(200));
+    let idle = status_kib(child.id(), "VmRSS:")?;
+    b.row(what, "uevd idle after coldplug of /sys", mib(idle));
+
+    // A burst that leaves no state behind: add and remove 1000 devices, over and over.
+    let total = if b.quick { 100_000 } else { 1_000_000 };
+    let inj = Injector::open()?;
+    let devices = 1000;
+    let adds = bench_events(devices, 0);
+    let removes: Vec<Vec<u8>> = (0..devices)
+        .map(|i| {
+            event(
+                Action::Remove,
+                &format!("/devices/virtual/bench/b{i}"),
+                "bench",
+            )
+            .var("MAJOR", "250")
+            .var("MINOR", i.to_string())
+            .var("DEVNAME", format!("bench{i}"))
+            .to_bytes()
+        })
+        .collect();
+    let t = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        inj.send_all(&adds)?;
+        inj.send_all(&removes)?;
+        sent += 2 * devices;
+        if sent % 100_000 == 0 {
+            // Let the daemon keep up so the kernel buffer never overflows.
+            settle(b, run.path())?;
+        }
+    }
+    settle(b, run.path())?;
+    let secs = t.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(200));
+    let after = status_kib(child.id(), "VmRSS:")?;
+    let peak = status_kib(child.id(), "VmHWM:")?;
+    let stats = Command::new(&b.uevd)
+        .args(["control", "stats", "--run"])
+        .arg(run.path())
+        .output()?;
+    let stats = String::from_utf8_lossy(&stats.stdout).into_owned();
+    stop(child);
+    let processed = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("processed "))
+        .unwrap_or("?")
+        .to_owned();
+    b.row(
+        what,
+        &format!("uevd after a {total}-event add/remove burst"),
+        format!(
+            "idle {} (peak {}), {processed} events processed in {:.1} s",
+            mib(after),
+            mib(peak),
+            secs
+        ),
+    );
+
+    fresh_dev_run()?;
+    let sys = FakeSysMount::new(&[])?;
+    let mdev = spawn_mdev()?;
+    wait_listening_mdev(&inj)?;
+    let idle = status_kib(mdev.id(), "VmRSS:")?;
+    stop(mdev);
+    drop(sys);
+    b.row(what, "busybox mdev -df idle", mib(idle));
+    fresh_dev_run()?;
+    let udevd = start_udevd()?;
+    sh("udevadm trigger --action=add >/dev/null 2>&1; udevadm settle -t 60")?;
+    let idle = status_kib(udevd.id(), "VmRSS:")?;
+    stop(udevd);
+    b.row(what, "systemd-udevd idle after coldplug", mib(idle));
+    Ok(())
+}
+
+fn settle(b: &Bench, run: &Path) -> Result<()> {
+    let status = Command::new(&b.uevd)
+        .args(["settle", "--timeout", "120", "--run"])
+        .arg(run)
+        .status()?;
+    if !status.success() {
+        return Err("uevd settle failed".into());
+    }
+    Ok(())
+}
