@@ -15,7 +15,7 @@ use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use uevd_testkit::{event, Action, FakeSysfs, Injector};
+use uevd_testkit::{char_event, event, Action, FakeSysfs, Injector};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -325,17 +325,20 @@ fn coldplug_fake(b: &mut Bench) -> Result<()> {
 
 /// `n` add events for nodes `bench{i}` (major 250) under /devices/virtual/bench.
 fn bench_events(n: usize, base: usize) -> Vec<Vec<u8>> {
+    bench_events_for(Action::Add, n, base)
+}
+
+/// `n` events of `action` for nodes `bench{i}` (major 250) under /devices/virtual/bench.
+fn bench_events_for(action: Action, n: usize, base: usize) -> Vec<Vec<u8>> {
     (base..base + n)
         .map(|i| {
-            event(
-                Action::Add,
+            char_event(
+                action,
                 &format!("/devices/virtual/bench/b{i}"),
                 "bench",
+                (250, i),
+                &format!("bench{i}"),
             )
-            .var("MAJOR", "250")
-            .var("MINOR", i.to_string())
-            .var("DEVNAME", format!("bench{i}"))
-            .to_bytes()
         })
         .collect()
 }
@@ -711,19 +714,7 @@ fn memory(b: &mut Bench) -> Result<()> {
     let inj = Injector::open()?;
     let devices = 1000;
     let adds = bench_events(devices, 0);
-    let removes: Vec<Vec<u8>> = (0..devices)
-        .map(|i| {
-            event(
-                Action::Remove,
-                &format!("/devices/virtual/bench/b{i}"),
-                "bench",
-            )
-            .var("MAJOR", "250")
-            .var("MINOR", i.to_string())
-            .var("DEVNAME", format!("bench{i}"))
-            .to_bytes()
-        })
-        .collect();
+    let removes = bench_events_for(Action::Remove, devices, 0);
     let t = Instant::now();
     let mut sent = 0;
     while sent < total {

@@ -35,6 +35,21 @@ pub fn event(action: Action, devpath: &str, subsystem: &str) -> UeventBuilder {
     UeventBuilder::new(action, devpath, subsystem)
 }
 
+/// A payload for a character device with a node: `MAJOR`, `MINOR` and `DEVNAME` set.
+pub fn char_event(
+    action: Action,
+    devpath: &str,
+    subsystem: &str,
+    (major, minor): (u32, usize),
+    devname: &str,
+) -> Vec<u8> {
+    event(action, devpath, subsystem)
+        .var("MAJOR", major.to_string())
+        .var("MINOR", minor.to_string())
+        .var("DEVNAME", devname)
+        .to_bytes()
+}
+
 /// `n` distinct `add` payloads under `/devices/virtual/<tag>/`, each carrying `INDEX=i`, for
 /// bursts and ordering checks.
 pub fn burst(tag: &str, n: usize) -> Vec<Vec<u8>> {

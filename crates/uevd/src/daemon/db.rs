@@ -19,7 +19,7 @@
 //! E:KEY=VALUE            a property (kernel's, then policy's)
 //! ```
 
-use super::nodes::{NodeKind, NodePath};
+use super::nodes::{NodeKind, NodePath, NodeSpec};
 use rustix::fs::{Mode, OFlags};
 use std::fmt::Write as _;
 use std::fs;
@@ -28,22 +28,12 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use uevd_wire::Uevent;
 
-/// The node a device has.
+/// The node a device has: what was made, and the directories made for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeRecord {
-    /// Name relative to `--dev`.
-    pub path: NodePath,
-    /// Char or block.
-    pub kind: NodeKind,
-    /// `(major, minor)`.
-    pub devnum: (u32, u32),
-    /// Permission bits.
-    pub mode: u32,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Directories created for it, outermost first.
+    /// The node.
+    pub spec: NodeSpec,
+    /// Directories created for it, outermost first (pruned on remove).
     pub created_dirs: Vec<String>,
 }
 
@@ -158,7 +148,11 @@ impl DeviceRecord {
         let _ = writeln!(out, "P:{}", escape(&self.devpath));
         let _ = writeln!(out, "U:{}", escape(&self.subsystem));
         let _ = writeln!(out, "I:{}", self.usec_initialized);
-        if let Some(n) = &self.node {
+        if let Some(NodeRecord {
+            spec: n,
+            created_dirs,
+        }) = &self.node
+        {
             let _ = writeln!(
                 out,
                 "N:{} {}:{} {:04o} {} {} {}",
@@ -170,7 +164,7 @@ impl DeviceRecord {
                 n.gid,
                 escape(n.path.as_str())
             );
-            for d in &n.created_dirs {
+            for d in created_dirs {
                 let _ = writeln!(out, "D:{}", escape(d));
             }
         }
@@ -265,12 +259,14 @@ fn parse_node(value: &str) -> Option<NodeRecord> {
     let gid = f.next()?.parse().ok()?;
     let path = NodePath::new(f.next()?).ok()?;
     Some(NodeRecord {
-        path,
-        kind,
-        devnum,
-        mode,
-        uid,
-        gid,
+        spec: NodeSpec {
+            path,
+            kind,
+            devnum,
+            mode,
+            uid,
+            gid,
+        },
         created_dirs: Vec::new(),
     })
 }
@@ -435,12 +431,14 @@ mod tests {
             subsystem: "input".into(),
             usec_initialized: 123456,
             node: Some(NodeRecord {
-                path: NodePath::new("input/event3").unwrap(),
-                kind: NodeKind::Char,
-                devnum: (13, 67),
-                mode: 0o660,
-                uid: 0,
-                gid: 104,
+                spec: NodeSpec {
+                    path: NodePath::new("input/event3").unwrap(),
+                    kind: NodeKind::Char,
+                    devnum: (13, 67),
+                    mode: 0o660,
+                    uid: 0,
+                    gid: 104,
+                },
                 created_dirs: vec!["input".into()],
             }),
             symlinks: vec![NodePath::new("input/by-path/kbd").unwrap()],

@@ -521,7 +521,7 @@ impl Daemon {
         let nodes = self.pool.processor().nodes();
         let (fixes, summary) = reconcile(found, &self.known, |record| match &record.node {
             None => true,
-            Some(n) => matches!(
+            Some(db::NodeRecord { spec: n, .. }) => matches!(
                 nodes.fs().lstat(n.path.as_str()),
                 Ok(Some(m)) if m.kind == FileKind::Node(n.kind) && m.devnum == n.devnum
                     && m.mode == n.mode && (m.uid, m.gid) == (n.uid, n.gid)

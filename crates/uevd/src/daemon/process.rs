@@ -151,7 +151,11 @@ impl<F: DevFs> Processor<F> {
                         gid: decision.gid.unwrap_or(0),
                     };
                     // A node that moved (renamed, new devnum) leaves its old name.
-                    if let Some(old) = previous.and_then(|p| p.node.as_ref()) {
+                    if let Some(NodeRecord {
+                        spec: old,
+                        created_dirs,
+                    }) = previous.and_then(|p| p.node.as_ref())
+                    {
                         if old.path != spec.path
                             || old.devnum != spec.devnum
                             || old.kind != spec.kind
@@ -160,7 +164,7 @@ impl<F: DevFs> Processor<F> {
                                 &old.path,
                                 old.kind,
                                 old.devnum,
-                                &old.created_dirs,
+                                created_dirs,
                             ) {
                                 out.errors.push(format!("{}: {e}", Self::context(event)));
                             }
@@ -170,19 +174,11 @@ impl<F: DevFs> Processor<F> {
                         Ok(ensured) => {
                             let mut created_dirs = previous
                                 .and_then(|p| p.node.as_ref())
-                                .filter(|old| old.path == spec.path)
+                                .filter(|old| old.spec.path == spec.path)
                                 .map(|old| old.created_dirs.clone())
                                 .unwrap_or_default();
                             created_dirs.extend(ensured.created_dirs);
-                            node = Some(NodeRecord {
-                                path: spec.path,
-                                kind: spec.kind,
-                                devnum: spec.devnum,
-                                mode: spec.mode,
-                                uid: spec.uid,
-                                gid: spec.gid,
-                                created_dirs,
-                            });
+                            node = Some(NodeRecord { spec, created_dirs });
                         }
                         Err(e) => {
                             if matches!(e, super::nodes::NodeError::Unsafe { .. }) {
@@ -200,7 +196,7 @@ impl<F: DevFs> Processor<F> {
         if let Some(node) = &node {
             for link in &decision.symlinks {
                 match NodePath::new(link) {
-                    Ok(link) => match self.nodes.ensure_symlink(&link, &node.path) {
+                    Ok(link) => match self.nodes.ensure_symlink(&link, &node.spec.path) {
                         Ok(_) => symlinks.push(link),
                         Err(e) => out.errors.push(format!("{}: {e}", Self::context(event))),
                     },
@@ -214,7 +210,7 @@ impl<F: DevFs> Processor<F> {
         if let Some(old) = previous {
             if let Some(old_node) = &old.node {
                 for link in old.symlinks.iter().filter(|l| !symlinks.contains(l)) {
-                    if let Err(e) = self.nodes.remove_symlink(link, &old_node.path) {
+                    if let Err(e) = self.nodes.remove_symlink(link, &old_node.spec.path) {
                         out.errors.push(format!("{}: {e}", Self::context(event)));
                     }
                 }
@@ -255,18 +251,20 @@ impl<F: DevFs> Processor<F> {
         let ctx = Self::context(event);
         match out.previous.as_deref() {
             Some(old) => {
-                if let Some(node) = &old.node {
+                if let Some(NodeRecord {
+                    spec: node,
+                    created_dirs,
+                }) = &old.node
+                {
                     for link in &old.symlinks {
                         if let Err(e) = self.nodes.remove_symlink(link, &node.path) {
                             out.errors.push(format!("{ctx}: {e}"));
                         }
                     }
-                    if let Err(e) = self.nodes.remove_node(
-                        &node.path,
-                        node.kind,
-                        node.devnum,
-                        &node.created_dirs,
-                    ) {
+                    if let Err(e) =
+                        self.nodes
+                            .remove_node(&node.path, node.kind, node.devnum, created_dirs)
+                    {
                         out.errors.push(format!("{ctx}: {e}"));
                     }
                 }
