@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = (ev.devtype(), ev.devnum(), ev.ifindex(), ev.driver(), ev.synth_uuid());
     let _ = ev.synth_args().count();
     let _ = ev.header();
+    assert!(!ev.is_empty());
 
     // Lookups return the last occurrence of each key.
     let fields: Vec<(&str, &[u8])> = ev.iter().collect();
@@ -25,7 +26,12 @@ fuzz_target!(|data: &[u8]| {
     for (i, (key, _)) in fields.iter().enumerate() {
         let last = fields[i..].iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v);
         assert_eq!(ev.get_bytes(key), last, "key {key}");
+        assert_eq!(ev.get(key), last.and_then(|v| std::str::from_utf8(v).ok()), "key {key}");
     }
+    // The cached numbers agree with the last MAJOR/MINOR/IFINDEX fields.
+    let number = |key: &str| ev.get(key).map(|v| v.parse::<u32>().expect("numeric key"));
+    assert_eq!(ev.devnum(), number("MAJOR").zip(number("MINOR")));
+    assert_eq!(ev.ifindex(), number("IFINDEX"));
     let seqnum = fields.iter().rev().find(|(k, _)| *k == "SEQNUM").map(|(_, v)| *v);
     let seqnum: u64 = std::str::from_utf8(seqnum.expect("SEQNUM present"))
         .expect("SEQNUM is text")
