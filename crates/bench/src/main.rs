@@ -601,7 +601,7 @@ fn latency(b: &mut Bench) -> Result<()> {
     }
 
     fresh_dev_run()?;
-    let sys = FakeSysMount::new(&[(2_000_000, n)])?;
+    let sys = FakeSysMount::new(&[(LATENCY_BASE, n)])?;
     let mdev = spawn_mdev()?;
     wait_listening_mdev(&inj)?;
     let samples = node_latency(&inj, Path::new("/dev"), n)?;
@@ -655,6 +655,9 @@ fn measure(
     Ok(samples)
 }
 
+/// First minor of the latency run's devices (minors have 20 bits).
+const LATENCY_BASE: usize = 500_000;
+
 /// Latency to the node appearing in `dev` (created or renamed into place).
 fn node_latency(inj: &Injector, dev: &Path, n: usize) -> Result<Vec<f64>> {
     let ino = inotify::init(inotify::CreateFlags::CLOEXEC)?;
@@ -664,7 +667,7 @@ fn node_latency(inj: &Injector, dev: &Path, n: usize) -> Result<Vec<f64>> {
         inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO,
     )?;
     let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
-    let base = 2_000_000;
+    let base = LATENCY_BASE;
     measure(inj, n, base, |i| {
         let want = format!("bench{}", base + i);
         let mut reader = inotify::Reader::new(&ino, &mut buf);

@@ -123,6 +123,8 @@ const CONTROL: u64 = 3;
 /// Control client tokens start here.
 const CLIENTS: u64 = 16;
 
+/// Events parsed and queued at most; beyond this they wait in the kernel's receive buffer.
+const MAX_QUEUED: usize = 65_536;
 /// Overflows within this window count towards "degraded".
 const OVERFLOW_WINDOW: Duration = Duration::from_secs(10);
 /// This many overflows within the window make the daemon degraded.
@@ -146,6 +148,7 @@ struct Daemon {
     reload: Reload,
     ready: bool,
     stopping: bool,
+    listener_paused: bool,
     started: Instant,
     overflow_times: Vec<Instant>,
     last_resync: Option<Instant>,
@@ -203,6 +206,7 @@ pub fn run(config: Config, policy: Arc<dyn Policy>, reload: Reload) -> Result<()
         reload,
         ready: false,
         stopping: false,
+        listener_paused: false,
         started,
         overflow_times: Vec::new(),
         last_resync: None,
@@ -359,7 +363,15 @@ impl Daemon {
 
     /// Readiness, settle answers, and clearing the degraded state, after anything moved.
     fn after_progress(&mut self) -> Result<(), DaemonError> {
+        if self.listener_paused && self.queue.pending() < MAX_QUEUED / 2 {
+            self.pause_listener(false)?;
+            self.drain_kernel()?;
+            self.dispatch();
+        }
         let idle = self.queue.is_idle() && self.pool.in_flight() == 0;
+        if idle {
+            self.queue.shrink();
+        }
         if !self.ready && idle && !self.stopping {
             self.become_ready()?;
         }
@@ -415,12 +427,37 @@ impl Daemon {
     /// Reads every pending kernel uevent into the queue.
     fn drain_kernel(&mut self) -> Result<(), DaemonError> {
         loop {
+            if self.queue.pending() >= MAX_QUEUED {
+                // The kernel's receive buffer holds the rest of a burst: memory stays bounded.
+                return self.pause_listener(true);
+            }
             match self.listener.recv() {
                 Ok(None) => return Ok(()),
                 Ok(Some(event)) => self.enqueue_kernel(event),
                 Err(e) => self.recv_error(e)?,
             }
         }
+    }
+
+    /// Stops (or resumes) watching the kernel socket while the queue is full, so a busy
+    /// queue neither grows without bound nor makes epoll spin.
+    fn pause_listener(&mut self, pause: bool) -> Result<(), DaemonError> {
+        if self.listener_paused != pause {
+            let flags = if pause {
+                epoll::EventFlags::empty()
+            } else {
+                epoll::EventFlags::IN
+            };
+            epoll::modify(
+                &self.epoll,
+                &self.listener,
+                epoll::EventData::new_u64(LISTENER),
+                flags,
+            )
+            .map_err(DaemonError::Poll)?;
+            self.listener_paused = pause;
+        }
+        Ok(())
     }
 
     fn enqueue_kernel(&mut self, event: Uevent) {

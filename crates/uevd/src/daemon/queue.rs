@@ -139,6 +139,12 @@ impl Queue {
         self.pending.is_empty() && self.running.is_empty()
     }
 
+    /// Returns memory a burst left behind (call when idle).
+    pub fn shrink(&mut self) {
+        self.pending.shrink_to(64);
+        self.running.shrink_to(64);
+    }
+
     /// Drops every event not yet started (shutdown); returns how many.
     pub fn clear_pending(&mut self) -> usize {
         let n = self.pending.len();

@@ -689,3 +689,42 @@ fn trigger_wait_on_a_real_device_returns_once_processed() {
     })
     .unwrap();
 }
+
+#[test]
+fn a_burst_larger_than_the_queue_waits_in_the_kernel_buffer_and_is_processed_in_full() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let d = Daemon::start(sys.root(), &["--no-coldplug"]);
+        let inj = Injector::open().unwrap();
+        let tag = unique("big");
+        // A burst far larger than usual; past MAX_QUEUED (65 536) events wait in the socket.
+        let n = 9000;
+        let adds: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                uevd_testkit::char_event(
+                    Action::Add,
+                    &format!("/devices/virtual/{tag}/d{i}"),
+                    "widget",
+                    (244, i),
+                    &format!("big/{i}"),
+                )
+            })
+            .collect();
+        inj.send_all(&adds).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while d.stats()["processed"] < n as u64 {
+            assert!(Instant::now() < deadline, "{:?}", d.stats());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let stats = d.stats();
+        // Genuine kernel events (the trigger test's loop0 change) may add to `received`.
+        assert!(stats["received"] >= n as u64, "{stats:?}");
+        assert_eq!((stats["overflows"], stats["errors"]), (0, 0), "{stats:?}");
+        assert_eq!(
+            std::fs::read_dir(d.dev.path().join("big")).unwrap().count(),
+            n
+        );
+        d.stop();
+    })
+    .unwrap();
+}
