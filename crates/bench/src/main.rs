@@ -167,6 +167,21 @@ fn start_uevd(
     Ok((child, t.elapsed().as_secs_f64()))
 }
 
+/// Runs `f` against a uevd with an empty sysfs and no coldplug; `f` gets its `--dev`.
+fn with_empty_uevd<T>(b: &Bench, children: &str, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let (dev, run, sys) = (tmp()?, tmp()?, FakeSysfs::new()?);
+    let (child, _) = start_uevd(
+        b,
+        sys.root(),
+        dev.path(),
+        run.path(),
+        &["--no-coldplug", "--children", children],
+    )?;
+    let result = f(dev.path());
+    stop(child);
+    result
+}
+
 fn stop(mut child: Child) {
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
@@ -440,16 +455,7 @@ fn throughput(b: &mut Bench, n: usize) -> Result<()> {
     );
 
     for children in ["0", "2"] {
-        let (dev, run, sys) = (tmp()?, tmp()?, FakeSysfs::new()?);
-        let (child, _) = start_uevd(
-            b,
-            sys.root(),
-            dev.path(),
-            run.path(),
-            &["--no-coldplug", "--children", children],
-        )?;
-        let result = node_throughput(&inj, dev.path(), n, 0)?;
-        stop(child);
+        let result = with_empty_uevd(b, children, |dev| node_throughput(&inj, dev, n, 0))?;
         b.row(&what, &format!("uevd --children {children}"), result);
     }
 
@@ -583,16 +589,7 @@ fn latency(b: &mut Bench) -> Result<()> {
     b.row(&what, "floor: bare netlink listener", report(samples));
 
     for children in ["0", "2"] {
-        let (dev, run, sys) = (tmp()?, tmp()?, FakeSysfs::new()?);
-        let (child, _) = start_uevd(
-            b,
-            sys.root(),
-            dev.path(),
-            run.path(),
-            &["--no-coldplug", "--children", children],
-        )?;
-        let samples = node_latency(&inj, dev.path(), n)?;
-        stop(child);
+        let samples = with_empty_uevd(b, children, |dev| node_latency(&inj, dev, n))?;
         b.row(
             &what,
             &format!("uevd --children {children}"),
