@@ -1,7 +1,7 @@
 //! The command line. Doc comments here are the `--help` text.
 
 use crate::log::Level;
-use crate::{control, daemon, exit, monitor, settle, trigger};
+use crate::{control, daemon, exit, monitor, rule_test, settle, trigger};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +31,72 @@ pub enum Command {
     Trigger(TriggerArgs),
     /// Send one request to the daemon: ping, stats, reload, log-level LEVEL, exit.
     Control(ControlArgs),
+    /// Show what the rules would do for one device, changing nothing (like `udevadm test`).
+    Test(TestArgs),
+    /// Check rule files for errors without running anything (exit status tells).
+    VerifyRules(VerifyArgs),
+}
+
+/// Where rules come from (shared by `daemon` and `test`).
+#[derive(Debug, Args, Default, Clone)]
+pub struct RuleArgs {
+    /// A rules file or a directory of *.rules files (repeatable). When given, replaces udev's
+    /// directory list (/etc/udev/rules.d, /run/udev/rules.d, /usr/lib/udev/rules.d,
+    /// /lib/udev/rules.d). Without it those are used, or uevd's built-in rules if they hold none.
+    #[arg(long = "rules", value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Use only uevd's built-in default rules.
+    #[arg(long, conflicts_with = "paths")]
+    pub builtin_rules: bool,
+    /// Use a busybox mdev.conf instead of udev rules.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["paths", "builtin_rules"])]
+    pub mdev_conf: Option<PathBuf>,
+}
+
+impl RuleArgs {
+    /// The rule source these options select.
+    pub fn source(&self) -> daemon::rules::RuleSource {
+        if let Some(conf) = &self.mdev_conf {
+            daemon::rules::RuleSource::Mdev(conf.clone())
+        } else if self.builtin_rules {
+            daemon::rules::RuleSource::Builtin
+        } else if self.paths.is_empty() {
+            daemon::rules::RuleSource::Default
+        } else {
+            daemon::rules::RuleSource::Paths(self.paths.clone())
+        }
+    }
+}
+
+/// Options of `uevd test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Where sysfs is mounted.
+    #[arg(long, value_name = "DIR", default_value = "/sys")]
+    pub sysfs: PathBuf,
+    /// The action to simulate.
+    #[arg(short, long, default_value = "add")]
+    pub action: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Rules to use.
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// The device: /sys/devices/… or /devices/….
+    #[arg(value_name = "DEVPATH")]
+    pub devpath: String,
+}
+
+/// Options of `uevd verify-rules`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Treat warnings as errors too.
+    #[arg(long)]
+    pub strict: bool,
+    /// Rule files or directories (default: udev's directories, else the built-in rules).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
 }
 
 /// Log line format.
@@ -72,6 +138,15 @@ pub struct DaemonArgs {
     /// Kernel uevent socket receive buffer in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = uevd_netlink::DEFAULT_RECV_BUFFER)]
     pub recv_buffer: usize,
+    /// Rules to apply.
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// The program the `kmod` builtin runs to load modules ("none" disables module loading).
+    #[arg(long, value_name = "PATH", default_value = "/sbin/modprobe")]
+    pub modprobe: PathBuf,
+    /// Kill helpers (PROGRAM, IMPORT{program}, RUN) that run longer than this.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub helper_timeout: f64,
 }
 
 /// Options of `uevd monitor`.
@@ -174,6 +249,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Settle(args) => settle::run(&args),
         Command::Trigger(args) => trigger::run(&args),
         Command::Control(args) => run_control(&args),
+        Command::Test(args) => rule_test::test(&args),
+        Command::VerifyRules(args) => rule_test::verify(&args),
     }
 }
 
@@ -190,8 +267,28 @@ fn run_daemon(args: &DaemonArgs) -> ExitCode {
         ready_fd: args.ready_fd,
         handle_signals: true,
     };
-    let policy = Arc::new(daemon::policy::KernelDefaults);
-    let reload: daemon::Reload = Box::new(|| Ok(Arc::new(daemon::policy::KernelDefaults) as _));
+    let accounts = Arc::new(crate::host::Accounts::system());
+    let modules = (args.modprobe != std::path::Path::new("none"))
+        .then(|| crate::builtins::ModuleLoader::spawn(args.modprobe.clone()));
+    let db = args.run.join("db");
+    let source = args.rules.source();
+    let sysfs = uevd_sysfs::Sysfs::new(&args.sysfs);
+    let timeout = std::time::Duration::from_secs_f64(args.helper_timeout.max(0.001));
+    let build = move || -> Arc<dyn daemon::policy::Policy> {
+        let loaded = source.load(&accounts);
+        Arc::new(
+            daemon::rules::RulesPolicy::new(
+                loaded,
+                sysfs.clone(),
+                Arc::clone(&accounts),
+                Some(db.clone()),
+                modules.clone(),
+            )
+            .with_helper_timeout(timeout),
+        )
+    };
+    let policy = build();
+    let reload: daemon::Reload = Box::new(move || Ok(build()));
     match daemon::run(config, policy, reload) {
         Ok(()) => exit::code(exit::SUCCESS),
         Err(e) => {

@@ -8,12 +8,16 @@
 
 pub mod log;
 
+pub mod builtins;
 pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod exit;
 mod glob;
+pub mod host;
 pub mod monitor;
+pub mod rule_test;
 pub mod settle;
 pub mod signals;
+pub mod spawn;
 pub mod trigger;

@@ -15,6 +15,7 @@ pub mod policy;
 pub mod process;
 pub mod queue;
 pub mod reconcile;
+pub mod rules;
 mod server;
 pub mod workers;
 

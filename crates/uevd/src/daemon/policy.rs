@@ -4,6 +4,7 @@
 //! database). The rule language plugs in here later; until then [`KernelDefaults`] applies the
 //! kernel's own suggestions, as mdev does with an empty `mdev.conf`.
 
+use super::db::DeviceRecord;
 use uevd_wire::Uevent;
 
 /// What policy decided for one event. Empty fields mean "no opinion": the daemon then uses the
@@ -24,16 +25,49 @@ pub struct Decision {
     pub properties: Vec<(String, String)>,
     /// Tags to attach to the device.
     pub tags: Vec<String>,
+    /// `properties` is the device's complete list (rules may also remove kernel properties);
+    /// otherwise it only adds to the event's.
+    pub properties_complete: bool,
+    /// Helpers to run once the node and symlinks exist (`RUN`).
+    pub run: Vec<uevd_rules::eval::RunItem>,
+    /// Create no node (mdev.conf `!`).
+    pub no_node: bool,
+    /// Watch the node for writers closing it (`OPTIONS+="watch"`).
+    pub watch: bool,
+    /// Priority of this device's claim on its symlinks (`link_priority`).
+    pub link_priority: i32,
 }
 
 /// Decides what to do for an event. Implementations must be cheap to call from several worker
 /// threads at once.
 pub trait Policy: Send + Sync {
-    /// The decision for `event`.
-    fn decide(&self, event: &Uevent) -> Decision;
+    /// The decision for `event`; `previous` is the device's record before it, if any.
+    fn decide(&self, event: &Uevent, previous: Option<&DeviceRecord>) -> Decision;
 
     /// A one-line description for logs and `reload` replies.
     fn describe(&self) -> String;
+
+    /// Runs the decision's helpers (`RUN`) once the node and symlinks exist, with `env` as
+    /// their environment. Returns one message per helper that failed.
+    fn run_helpers(
+        &self,
+        event: &Uevent,
+        decision: &Decision,
+        env: &[(String, String)],
+    ) -> Vec<String> {
+        let _ = (event, env);
+        decision
+            .run
+            .iter()
+            .map(|item| {
+                format!(
+                    "{} {}: this policy cannot run {item:?}",
+                    event.action(),
+                    event.devpath()
+                )
+            })
+            .collect()
+    }
 }
 
 /// The built-in policy until rules are configured: the kernel's suggested mode and owner.
@@ -41,7 +75,7 @@ pub trait Policy: Send + Sync {
 pub struct KernelDefaults;
 
 impl Policy for KernelDefaults {
-    fn decide(&self, event: &Uevent) -> Decision {
+    fn decide(&self, event: &Uevent, _previous: Option<&DeviceRecord>) -> Decision {
         Decision {
             mode: event
                 .get("DEVMODE")
@@ -73,7 +107,7 @@ mod tests {
             .seqnum(1)
             .build()
             .unwrap();
-        let d = KernelDefaults.decide(&ev);
+        let d = KernelDefaults.decide(&ev, None);
         assert_eq!((d.mode, d.uid, d.gid), (Some(0o666), Some(5), None));
 
         let ev = UeventBuilder::new(Action::Add, "/devices/virtual/misc/x", "misc")
@@ -81,6 +115,6 @@ mod tests {
             .seqnum(1)
             .build()
             .unwrap();
-        assert_eq!(KernelDefaults.decide(&ev).mode, None);
+        assert_eq!(KernelDefaults.decide(&ev, None).mode, None);
     }
 }

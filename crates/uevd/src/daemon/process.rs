@@ -39,6 +39,36 @@ fn per_event(key: &str) -> bool {
     ) || key.starts_with("SYNTH_ARG_")
 }
 
+/// The environment of `RUN` helpers: the device's properties after the rules, the event's
+/// own keys, and `DEVNAME`/`DEVLINKS`/`TAGS` as udev sets them.
+fn helper_env(event: &Uevent, record: &DeviceRecord) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = event
+        .iter()
+        .filter(|(k, _)| per_event(k) || *k == "SEQNUM")
+        .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    env.extend(record.properties.iter().cloned());
+    if let Some(node) = &record.node {
+        env.retain(|(k, _)| k != "DEVNAME");
+        env.push((
+            "DEVNAME".into(),
+            format!("/dev/{}", node.spec.path.as_str()),
+        ));
+    }
+    if !record.symlinks.is_empty() {
+        let links: Vec<String> = record
+            .symlinks
+            .iter()
+            .map(|l| format!("/dev/{}", l.as_str()))
+            .collect();
+        env.push(("DEVLINKS".into(), links.join(" ")));
+    }
+    if !record.tags.is_empty() {
+        env.push(("TAGS".into(), format!(":{}:", record.tags.join(":"))));
+    }
+    env
+}
+
 /// Everything a worker needs to process events.
 pub struct Processor<F> {
     policy: RwLock<Arc<dyn Policy>>,
@@ -111,15 +141,20 @@ impl<F: DevFs> Processor<F> {
 
     fn update(&self, out: &mut Processed, now_usec: u64) {
         let event = &out.event;
-        let decision = self.policy().decide(event);
         let previous = out.previous.as_deref();
+        let policy = self.policy();
+        let decision = policy.decide(event, previous);
 
-        let mut properties: Vec<(String, String)> = event
-            .iter()
-            .filter(|(k, _)| !per_event(k))
-            .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into_owned()))
-            .collect();
-        for (k, v) in &decision.properties {
+        let mut properties: Vec<(String, String)> = if decision.properties_complete {
+            Vec::new()
+        } else {
+            event
+                .iter()
+                .filter(|(k, _)| !per_event(k))
+                .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into_owned()))
+                .collect()
+        };
+        for (k, v) in decision.properties.iter().filter(|(k, _)| !per_event(k)) {
             properties.retain(|(key, _)| key != k);
             properties.push((k.clone(), v.clone()));
         }
@@ -127,7 +162,10 @@ impl<F: DevFs> Processor<F> {
         // The node, if the device has one and its name is acceptable.
         let mut node: Option<NodeRecord> = None;
         let name = decision.name.as_deref().or(event.devname());
-        if let (Some(name), Some(devnum)) = (name, event.devnum().filter(|&(major, _)| major > 0)) {
+        let devnum = event
+            .devnum()
+            .filter(|&(major, _)| major > 0 && !decision.no_node);
+        if let (Some(name), Some(devnum)) = (name, devnum) {
             match NodePath::new(name) {
                 Err(reason) => {
                     out.refused_node = true;
@@ -223,7 +261,7 @@ impl<F: DevFs> Processor<F> {
             usec_initialized: previous.map_or(now_usec, |p| p.usec_initialized),
             node,
             symlinks,
-            tags: decision.tags,
+            tags: decision.tags.clone(),
             properties,
         };
         let id = event_device_id(event);
@@ -243,12 +281,35 @@ impl<F: DevFs> Processor<F> {
                 }
             }
         }
+        if !decision.run.is_empty() {
+            let env = helper_env(event, &record);
+            out.errors
+                .extend(policy.run_helpers(event, &decision, &env));
+        }
         out.record = Some(Arc::new(record));
     }
 
     fn remove(&self, out: &mut Processed) {
         let event = &out.event;
         let ctx = Self::context(event);
+        let policy = self.policy();
+        let decision = policy.decide(event, out.previous.as_deref());
+        if !decision.run.is_empty() {
+            // Removal helpers run while the node still exists (udev's order).
+            let mut env: Vec<(String, String)> = event
+                .iter()
+                .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into_owned()))
+                .collect();
+            if let Some(old) = out.previous.as_deref() {
+                for (k, v) in &old.properties {
+                    if !env.iter().any(|(key, _)| key == k) {
+                        env.push((k.clone(), v.clone()));
+                    }
+                }
+            }
+            out.errors
+                .extend(policy.run_helpers(event, &decision, &env));
+        }
         match out.previous.as_deref() {
             Some(old) => {
                 if let Some(NodeRecord {

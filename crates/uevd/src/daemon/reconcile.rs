@@ -83,11 +83,15 @@ pub fn reconcile(
 
 /// Whether sysfs's variables for a device disagree with the processed record.
 fn differs(device: &Device, record: &DeviceRecord) -> bool {
-    device
-        .vars
-        .iter()
-        .any(|(k, v)| record.property(k) != Some(v.as_str()))
-        || device.driver.as_deref() != record.property("DRIVER")
+    device.vars.iter().any(|(k, v)| {
+        let stored = record.property(k);
+        // Rules see (and store) DEVNAME with its /dev/ prefix, as udev does.
+        let stored = match (k.as_str(), stored) {
+            ("DEVNAME", Some(s)) => Some(s.strip_prefix("/dev/").unwrap_or(s)),
+            _ => stored,
+        };
+        stored != Some(v.as_str())
+    }) || device.driver.as_deref() != record.property("DRIVER")
 }
 
 impl Fix {

@@ -14,7 +14,11 @@ struct Slow {
 }
 
 impl Policy for Slow {
-    fn decide(&self, event: &Uevent) -> Decision {
+    fn decide(
+        &self,
+        event: &Uevent,
+        _previous: Option<&uevd::daemon::db::DeviceRecord>,
+    ) -> Decision {
         let start = Instant::now();
         if event.get("SLOW").is_some() {
             std::thread::sleep(Duration::from_millis(300));

@@ -1,0 +1,1153 @@
+//! Running a compiled rule set for one event.
+//!
+//! [`evaluate`] walks the lines in order as systemd-udevd 252 does: a line whose match tokens
+//! all pass has its assignments applied in written order and may `GOTO` forward; the parent
+//! keys (`KERNELS`, `SUBSYSTEMS`, `DRIVERS`, `ATTRS`, `TAGS`) of a line must all match on the
+//! same device, found by walking up from the event's device. Everything outside the event —
+//! sysfs, programs, builtins, attribute writes — goes through the [`Host`] trait, so the
+//! daemon, `uevd test` (which records writes instead of doing them) and the unit tests share
+//! this code.
+
+use crate::ast::{AttrName, Builtin, Escape, Key, Line, Op, Rules, Token};
+use crate::format::{parse_result_index, select_result_words, Subst, Template};
+use crate::mdev::{MdevCommand, MdevRule, NodeAction};
+use crate::pattern::Pattern;
+use std::sync::Arc;
+
+/// What the rules may look at or do outside the event itself.
+pub trait Host {
+    /// The device at `devpath` (for parent walks and `IMPORT{parent}`), if it is one.
+    fn device(&mut self, devpath: &str) -> Option<DeviceInfo>;
+    /// A sysfs attribute of the device at `devpath`, as read (trailing newline included).
+    fn attr(&mut self, devpath: &str, name: &str) -> Option<String>;
+    /// The devpath of the device `subsystem`/`sysname`, for `[subsystem/sysname]attribute`.
+    fn find_device(&mut self, subsystem: &str, sysname: &str) -> Option<String>;
+    /// A kernel parameter under `/proc/sys` (`name` with `/` or `.` separators).
+    fn sysctl(&mut self, name: &str) -> Option<String>;
+    /// The permission bits of a file (`None` if it does not exist), for `TEST`.
+    fn file_mode(&mut self, path: &str) -> Option<u32>;
+    /// A whole file, for `IMPORT{file}`.
+    fn read_file(&mut self, path: &str) -> Option<String>;
+    /// The kernel command line, for `IMPORT{cmdline}`.
+    fn cmdline(&mut self) -> Option<String>;
+    /// `CONST{arch}` / `CONST{virt}`.
+    fn constant(&mut self, name: &str) -> Option<String>;
+    /// A user id by name, for `OWNER` values with substitutions.
+    fn user(&mut self, name: &str) -> Option<u32>;
+    /// A group id by name.
+    fn group(&mut self, name: &str) -> Option<u32>;
+    /// Runs `PROGRAM` / `IMPORT{program}`: the program's standard output, or why it failed
+    /// (non-zero exit, timeout, not found).
+    fn run_program(&mut self, command: &str, env: &Properties) -> Result<String, String>;
+    /// Runs an `IMPORT{builtin}`: the properties it found, or why it failed.
+    fn run_builtin(
+        &mut self,
+        builtin: Builtin,
+        command: &str,
+        event: &EventState,
+    ) -> Result<Vec<(String, String)>, String>;
+    /// `ATTR{…}=`: writes a sysfs attribute.
+    fn write_attr(&mut self, devpath: &str, name: &str, value: &str) -> Result<(), String>;
+    /// `SYSCTL{…}=`: writes a kernel parameter.
+    fn write_sysctl(&mut self, name: &str, value: &str) -> Result<(), String>;
+    /// A message about this event (an unknown user, a failed program …).
+    fn log(&mut self, level: LogLevel, message: &str);
+}
+
+/// Levels for [`Host::log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Something the rules asked for could not be done.
+    Error,
+    /// Probably a mistake in the rules.
+    Warning,
+    /// Trace of what happened.
+    Debug,
+}
+
+/// A device other than the event's, as the rules see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// `/devices/…`
+    pub devpath: String,
+    /// The `subsystem` link's name.
+    pub subsystem: Option<String>,
+    /// The `driver` link's name.
+    pub driver: Option<String>,
+    /// Its properties: the `uevent` file plus what its database record holds.
+    pub properties: Properties,
+    /// Its tags (from its database record).
+    pub tags: Vec<String>,
+}
+
+impl DeviceInfo {
+    fn sysname(&self) -> &str {
+        sysname(&self.devpath)
+    }
+}
+
+/// An ordered property list. Small (tens of entries), so a vector beats a map.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Properties(Vec<(String, String)>);
+
+impl Properties {
+    /// Builds from pairs, keeping the last value of a repeated key.
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Properties {
+        let mut p = Properties::default();
+        for (k, v) in pairs {
+            p.set(&k.into(), v.into());
+        }
+        p
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets `key`; an empty value removes it (udev's `ENV{KEY}=""`).
+    pub fn set(&mut self, key: &str, value: String) {
+        if value.is_empty() {
+            self.0.retain(|(k, _)| k != key);
+        } else if let Some(slot) = self.0.iter_mut().find(|(k, _)| k == key) {
+            slot.1 = value;
+        } else {
+            self.0.push((key.to_owned(), value));
+        }
+    }
+
+    /// All pairs, in the order they were first set.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Number of properties.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// One program or builtin to run after the event is processed (`RUN`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunItem {
+    /// `RUN{program}`: a command line, run without a shell.
+    Program(String),
+    /// `RUN{builtin}`.
+    Builtin(Builtin, String),
+    /// An mdev.conf command, with the `MDEV` value (the node name) it gets.
+    Mdev(MdevCommand, String),
+}
+
+impl RunItem {
+    fn command(&self) -> &str {
+        match self {
+            RunItem::Program(c) | RunItem::Builtin(_, c) => c,
+            RunItem::Mdev(c, _) => &c.command,
+        }
+    }
+}
+
+/// The event being processed and everything the rules decided so far.
+#[derive(Debug, Clone, Default)]
+pub struct EventState {
+    /// `add`, `remove`, `change`, …
+    pub action: String,
+    /// `/devices/…`
+    pub devpath: String,
+    /// `SUBSYSTEM`
+    pub subsystem: Option<String>,
+    /// `DRIVER`
+    pub driver: Option<String>,
+    /// Major and minor number, if the device has a node.
+    pub devnum: Option<(u32, u32)>,
+    /// Network interface index, if it is one.
+    pub ifindex: Option<u32>,
+    /// Properties: the kernel's, then what the rules set.
+    pub properties: Properties,
+    /// `NAME=` (network interfaces) or the mdev.conf node name.
+    pub name: Option<String>,
+    /// Symlinks under `/dev`, without the `/dev/` prefix, in the order added.
+    pub symlinks: Vec<String>,
+    /// `OPTIONS+="link_priority=N"`.
+    pub link_priority: i32,
+    /// Tags set by this event's rules.
+    pub current_tags: Vec<String>,
+    /// Tags the device had before (from its database record) plus the current ones.
+    pub all_tags: Vec<String>,
+    /// Node owner.
+    pub uid: Option<u32>,
+    /// Node group.
+    pub gid: Option<u32>,
+    /// Node permissions.
+    pub mode: Option<u32>,
+    /// `SECLABEL{module}=label`
+    pub seclabels: Vec<(String, String)>,
+    /// Programs and builtins to run afterwards.
+    pub run: Vec<RunItem>,
+    /// `OPTIONS+="watch"`/`"nowatch"`, if set.
+    pub watch: Option<bool>,
+    /// `OPTIONS+="db_persist"`.
+    pub db_persist: bool,
+    /// mdev.conf `!`: no node.
+    pub no_node: bool,
+    /// mdev.conf: the `MDEV` value for commands (the node path after renaming).
+    pub mdev_name: Option<String>,
+    /// The last `PROGRAM` output.
+    pub program_result: Option<String>,
+    /// Properties of the previous database record, for `IMPORT{db}`.
+    pub db_properties: Properties,
+    finals: Finals,
+    escape: Option<Escape>,
+    /// The device the last line's parent keys matched (udev's `dev_parent`).
+    parent: Option<DeviceInfo>,
+    /// The mdev.conf rule of the current line and its submatches.
+    mdev: Option<MdevMatched>,
+}
+
+/// The mdev.conf rule a line matched (`None`: the implicit final rule) and its submatches.
+type MdevMatched = (Option<Arc<MdevRule>>, Vec<Option<String>>);
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Finals {
+    owner: bool,
+    group: bool,
+    mode: bool,
+    name: bool,
+    symlink: bool,
+    run: bool,
+    watch: bool,
+    seclabel: bool,
+}
+
+impl EventState {
+    /// Starts the state of an event from the kernel's variables. `previous_tags` and
+    /// `db_properties` come from the device's database record, if any.
+    pub fn new(
+        properties: Properties,
+        previous_tags: Vec<String>,
+        db_properties: Properties,
+    ) -> EventState {
+        let get = |k: &str| properties.get(k).map(str::to_owned);
+        let devnum = match (get("MAJOR"), get("MINOR")) {
+            (Some(a), Some(b)) => a.parse().ok().zip(b.parse().ok()),
+            _ => None,
+        };
+        EventState {
+            action: get("ACTION").unwrap_or_default(),
+            devpath: get("DEVPATH").unwrap_or_default(),
+            subsystem: get("SUBSYSTEM"),
+            driver: get("DRIVER"),
+            devnum,
+            ifindex: get("IFINDEX").and_then(|i| i.parse().ok()),
+            all_tags: previous_tags,
+            db_properties,
+            properties,
+            ..EventState::default()
+        }
+    }
+
+    /// The sysname (last devpath component).
+    pub fn sysname(&self) -> &str {
+        sysname(&self.devpath)
+    }
+
+    fn as_device(&self) -> DeviceInfo {
+        DeviceInfo {
+            devpath: self.devpath.clone(),
+            subsystem: self.subsystem.clone(),
+            driver: self.driver.clone(),
+            properties: self.properties.clone(),
+            tags: self.all_tags.clone(),
+        }
+    }
+}
+
+/// Options for one evaluation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EvalOptions {
+    /// Record a human-readable trace of matched lines and applied assignments.
+    pub trace: bool,
+}
+
+/// The trace of an evaluation, for `uevd test`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// `file:line: token: what happened`, in order.
+    pub entries: Vec<String>,
+}
+
+/// The sysname of a devpath.
+pub fn sysname(devpath: &str) -> &str {
+    devpath.rsplit('/').next().unwrap_or(devpath)
+}
+
+/// The trailing decimal number of a sysname (`%n`), empty if there is none.
+pub fn sysnum(sysname: &str) -> &str {
+    let digits = sysname.bytes().rev().take_while(u8::is_ascii_digit).count();
+    &sysname[sysname.len() - digits..]
+}
+
+/// Runs `rules` for the event in `state`, leaving the outcome in `state`.
+pub fn evaluate(
+    rules: &Rules,
+    state: &mut EventState,
+    host: &mut dyn Host,
+    options: EvalOptions,
+) -> Trace {
+    let mut eval = Evaluator {
+        rules,
+        host,
+        trace: options.trace.then(Trace::default),
+        scratch: String::new(),
+    };
+    let is_remove = state.action == "remove";
+    let mut index = 0;
+    while let Some(line) = rules.lines.get(index) {
+        let f = line.flags;
+        let mut relevant = f.has_goto || f.updates_something;
+        if !is_remove {
+            relevant |= f.has_devlink && state.devnum.is_some();
+            relevant |= f.has_name && state.ifindex.is_some();
+        }
+        let mut next = index + 1;
+        if relevant && eval.apply_line(line, state) {
+            if let Some(target) = line.goto_line {
+                next = target as usize;
+            }
+        }
+        index = next;
+    }
+    for tag in &state.current_tags {
+        if !state.all_tags.contains(tag) {
+            state.all_tags.push(tag.clone());
+        }
+    }
+    eval.trace.unwrap_or_default()
+}
+
+struct Evaluator<'a> {
+    rules: &'a Rules,
+    host: &'a mut dyn Host,
+    trace: Option<Trace>,
+    scratch: String,
+}
+
+/// udev's UDEV_ALLOWED_CHARS_INPUT: what survives in substituted attribute values.
+const ALLOWED_INPUT: &str = "/ $%?,";
+
+impl Evaluator<'_> {
+    fn note(&mut self, line: &Line, token: &Token, what: &str) {
+        if let Some(trace) = &mut self.trace {
+            trace.entries.push(format!(
+                "{}: {}: {what}",
+                self.rules.location(line),
+                token.text
+            ));
+        }
+    }
+
+    fn warn(&mut self, line: &Line, token: &Token, level: LogLevel, what: &str) {
+        let message = format!("{}: {}: {what}", self.rules.location(line), token.text);
+        self.host.log(level, &message);
+        if let Some(trace) = &mut self.trace {
+            trace.entries.push(message);
+        }
+    }
+
+    /// Returns true if every match passed (assignments done).
+    fn apply_line(&mut self, line: &Line, state: &mut EventState) -> bool {
+        state.escape = None;
+        let mut parents_done = false;
+        for (i, token) in line.tokens.iter().enumerate() {
+            if token.key.is_parent_match() {
+                if parents_done {
+                    continue;
+                }
+                parents_done = true;
+                if !self.match_parents(&line.tokens[i..], state) {
+                    return false;
+                }
+                continue;
+            }
+            if token.op.is_match() {
+                if !self.match_token(line, token, state) {
+                    return false;
+                }
+            } else {
+                self.assign(line, token, state);
+            }
+        }
+        if line.goto_line.is_some() {
+            if let Some(trace) = &mut self.trace {
+                trace.entries.push(format!(
+                    "{}: GOTO=\"{}\"",
+                    self.rules.location(line),
+                    line.goto_label.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        true
+    }
+
+    fn match_parents(&mut self, tokens: &[Token], state: &mut EventState) -> bool {
+        let parent_tokens: Vec<&Token> = tokens
+            .iter()
+            .take_while(|t| t.key.is_parent_match())
+            .collect();
+        let mut device = state.as_device();
+        loop {
+            let all = parent_tokens
+                .iter()
+                .all(|t| self.match_parent_token(t, &device, state));
+            if all {
+                state.parent = Some(device);
+                return true;
+            }
+            match parent_of(self.host, &device.devpath) {
+                Some(p) => device = p,
+                None => {
+                    state.parent = None;
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn match_parent_token(
+        &mut self,
+        token: &Token,
+        device: &DeviceInfo,
+        state: &EventState,
+    ) -> bool {
+        let matched = match &token.key {
+            Key::ParentKernel(p) => p.matches_str(Some(device.sysname())),
+            Key::ParentSubsystem(p) => p.matches_str(device.subsystem.as_deref()),
+            Key::ParentDriver(p) => p.matches_str(device.driver.as_deref()),
+            Key::ParentTag(p) => {
+                let any = device.tags.iter().any(|t| p.matches_str(Some(t)));
+                return any == (token.op == Op::Match);
+            }
+            Key::ParentAttr(name, p) => {
+                return self.match_attr(name, p, token.op, &device.devpath, state);
+            }
+            _ => return false,
+        };
+        matched == (token.op == Op::Match)
+    }
+
+    fn match_attr(
+        &mut self,
+        name: &AttrName,
+        pattern: &Pattern,
+        op: Op,
+        devpath: &str,
+        state: &EventState,
+    ) -> bool {
+        let value = match name {
+            AttrName::Plain(n) => self.host.attr(devpath, n),
+            AttrName::Format(t) => {
+                let n = self.expand(t, state, false);
+                self.host.attr(devpath, &n)
+            }
+            AttrName::OtherDevice(t) => {
+                let n = self.expand(t, state, false);
+                self.other_device_attr(&n)
+            }
+        };
+        let Some(mut value) = value else {
+            return op == Op::NoMatch;
+        };
+        if !pattern
+            .source()
+            .ends_with(|c: char| c.is_ascii_whitespace())
+        {
+            let trimmed = value
+                .trim_end_matches(|c: char| c.is_ascii_whitespace())
+                .len();
+            value.truncate(trimmed);
+        }
+        pattern.matches_str(Some(&value)) == (op == Op::Match)
+    }
+
+    /// `[subsystem/sysname]attribute` → the attribute of that device.
+    fn other_device_attr(&mut self, spec: &str) -> Option<String> {
+        let rest = spec.strip_prefix('[')?;
+        let (device, attr) = rest.split_once(']')?;
+        let (subsystem, sysname) = device.split_once('/')?;
+        let devpath = self.host.find_device(subsystem, sysname)?;
+        let attr = attr.trim_start_matches('/');
+        if attr.is_empty() {
+            return None;
+        }
+        self.host.attr(&devpath, attr)
+    }
+
+    fn match_token(&mut self, line: &Line, token: &Token, state: &mut EventState) -> bool {
+        let want = token.op == Op::Match;
+        let matched = match &token.key {
+            Key::Action(p) => p.matches_str(Some(&state.action)),
+            Key::Devpath(p) => p.matches_str(Some(&state.devpath)),
+            Key::Kernel(p) => p.matches_str(Some(state.sysname())),
+            Key::Symlink(p) => state.symlinks.iter().any(|l| p.matches_str(Some(l))),
+            Key::Name(p) => p.matches_str(state.name.as_deref()),
+            Key::Env(k, p) => p.matches_str(state.properties.get(k)),
+            Key::Const(k, p) => {
+                let v = self.host.constant(k);
+                p.matches_str(v.as_deref())
+            }
+            Key::Tag(p) => state.current_tags.iter().any(|t| p.matches_str(Some(t))),
+            Key::Subsystem(p) => p.matches_str(state.subsystem.as_deref()),
+            Key::Driver(p) => p.matches_str(state.driver.as_deref()),
+            Key::Attr(name, p) => {
+                let devpath = state.devpath.clone();
+                return self.match_attr(name, p, token.op, &devpath, state);
+            }
+            Key::Sysctl(name, p) => {
+                let n = self.expand(name, state, false);
+                match self.host.sysctl(&n) {
+                    Some(v) => p.matches_str(Some(v.trim_end_matches('\n'))),
+                    None => return !want,
+                }
+            }
+            Key::Test(mode, path) => {
+                let mut p = self.expand(path, state, false);
+                if !p.starts_with('/') {
+                    p = format!("/sys{}/{p}", state.devpath);
+                }
+                match self.host.file_mode(&p) {
+                    None => return !want,
+                    Some(m) => mode.is_none_or(|wanted| m & wanted != 0),
+                }
+            }
+            Key::Program(command) => {
+                let command = self.expand(command, state, false);
+                state.program_result = None;
+                match self.host.run_program(&command, &state.properties) {
+                    Ok(mut output) => {
+                        let trimmed = output.trim_end_matches('\n').len();
+                        output.truncate(trimmed);
+                        if state.escape == Some(Escape::Replace) {
+                            output = replace_chars(&output, ALLOWED_INPUT);
+                        }
+                        self.note(line, token, &format!("result \"{output}\""));
+                        state.program_result = Some(output);
+                        true
+                    }
+                    Err(why) => {
+                        self.warn(line, token, LogLevel::Debug, &why);
+                        false
+                    }
+                }
+            }
+            Key::ImportFile(path) => {
+                let path = self.expand(path, state, false);
+                match self.host.read_file(&path) {
+                    None => false,
+                    Some(text) => {
+                        import_lines(&text, &mut state.properties);
+                        true
+                    }
+                }
+            }
+            Key::ImportProgram(command) => {
+                let command = self.expand(command, state, false);
+                match self.host.run_program(&command, &state.properties) {
+                    Ok(output) => {
+                        import_lines(&output, &mut state.properties);
+                        true
+                    }
+                    Err(why) => {
+                        self.warn(line, token, LogLevel::Warning, &why);
+                        false
+                    }
+                }
+            }
+            Key::ImportBuiltin(builtin, command) => {
+                let command = self.expand(command, state, false);
+                match self.host.run_builtin(*builtin, &command, state) {
+                    Ok(pairs) => {
+                        for (k, v) in pairs {
+                            state.properties.set(&k, v);
+                        }
+                        true
+                    }
+                    Err(why) => {
+                        self.warn(line, token, LogLevel::Debug, &why);
+                        false
+                    }
+                }
+            }
+            Key::ImportDb(key) => {
+                let key = self.expand(key, state, false);
+                match state.db_properties.get(&key).map(str::to_owned) {
+                    Some(v) => {
+                        state.properties.set(&key, v);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Key::ImportCmdline(key) => {
+                let key = self.expand(key, state, false);
+                let cmdline = self.host.cmdline().unwrap_or_default();
+                match cmdline_value(&cmdline, &key) {
+                    Some(v) => {
+                        state.properties.set(&key, v.unwrap_or("1").to_owned());
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Key::ImportParent(pattern) => match parent_of(self.host, &state.devpath) {
+                None => false,
+                Some(parent) => {
+                    for (k, v) in parent.properties.iter() {
+                        if pattern.matches_str(Some(k)) {
+                            state.properties.set(k, v.to_owned());
+                        }
+                    }
+                    true
+                }
+            },
+            Key::Result(p) => p.matches_str(state.program_result.as_deref()),
+            Key::Mdev(rule) => {
+                let devname = mdev_devname(state);
+                let env = |k: &str| -> Option<&str> {
+                    let v = state.properties.get(k)?;
+                    Some(if k == "DEVNAME" {
+                        v.strip_prefix("/dev/").unwrap_or(v)
+                    } else {
+                        v
+                    })
+                };
+                let found = rule.matches(&devname, state.devnum, &env).map(|subs| {
+                    subs.into_iter()
+                        .map(|m| m.map(str::to_owned))
+                        .collect::<Vec<_>>()
+                });
+                match found {
+                    Some(subs) => {
+                        state.mdev = Some((Some(Arc::clone(rule)), subs));
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Key::MdevDefault => {
+                state.mdev = Some((None, Vec::new()));
+                true
+            }
+            _ => return false,
+        };
+        matched == want
+    }
+
+    fn assign(&mut self, line: &Line, token: &Token, state: &mut EventState) {
+        let op = token.op;
+        macro_rules! final_guard {
+            ($field:ident) => {{
+                if state.finals.$field {
+                    self.note(line, token, "already assigned final value, ignoring");
+                    return;
+                }
+                if op == Op::AssignFinal {
+                    state.finals.$field = true;
+                }
+            }};
+        }
+        match &token.key {
+            Key::StringEscape(e) => state.escape = Some(*e),
+            Key::DbPersist => state.db_persist = true,
+            Key::Watch(on) => {
+                final_guard!(watch);
+                state.watch = Some(*on);
+            }
+            Key::LinkPriority(n) => state.link_priority = *n,
+            Key::LogLevel(_) | Key::StaticNode(_) => {}
+            Key::OwnerId(id) => {
+                final_guard!(owner);
+                state.uid = Some(*id);
+            }
+            Key::GroupId(id) => {
+                final_guard!(group);
+                state.gid = Some(*id);
+            }
+            Key::ModeId(m) => {
+                final_guard!(mode);
+                state.mode = Some(*m);
+            }
+            Key::Owner(t) => {
+                final_guard!(owner);
+                let name = self.expand(t, state, false);
+                match self.host.user(&name) {
+                    Some(id) => state.uid = Some(id),
+                    None => self.warn(
+                        line,
+                        token,
+                        LogLevel::Error,
+                        &format!("unknown user '{name}', ignoring"),
+                    ),
+                }
+            }
+            Key::Group(t) => {
+                final_guard!(group);
+                let name = self.expand(t, state, false);
+                match self.host.group(&name) {
+                    Some(id) => state.gid = Some(id),
+                    None => self.warn(
+                        line,
+                        token,
+                        LogLevel::Error,
+                        &format!("unknown group '{name}', ignoring"),
+                    ),
+                }
+            }
+            Key::Mode(t) => {
+                final_guard!(mode);
+                let text = self.expand(t, state, false);
+                match crate::parse::parse_mode(&text) {
+                    Some(m) => state.mode = Some(m),
+                    None => self.warn(
+                        line,
+                        token,
+                        LogLevel::Error,
+                        &format!("invalid mode '{text}', ignoring"),
+                    ),
+                }
+            }
+            Key::TagAssign(t) => {
+                let tag = self.expand(t, state, false);
+                if op == Op::Assign {
+                    state.current_tags.clear();
+                    state.all_tags.clear();
+                }
+                if tag.is_empty()
+                    || !tag
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    self.warn(
+                        line,
+                        token,
+                        LogLevel::Error,
+                        &format!("invalid tag name '{tag}', ignoring"),
+                    );
+                    return;
+                }
+                if op == Op::Remove {
+                    state.current_tags.retain(|t| *t != tag);
+                    state.all_tags.retain(|t| *t != tag);
+                } else if !state.current_tags.contains(&tag) {
+                    state.current_tags.push(tag);
+                }
+            }
+            Key::Seclabel(module, t) => {
+                final_guard!(seclabel);
+                let label = self.expand(t, state, false);
+                if op == Op::Assign {
+                    state.seclabels.clear();
+                }
+                state.seclabels.retain(|(m, _)| m != &**module);
+                state.seclabels.push((module.to_string(), label));
+            }
+            Key::EnvAssign(key, t) => {
+                let mut value = String::new();
+                if op == Op::Add {
+                    if let Some(old) = state.properties.get(key) {
+                        value.push_str(old);
+                        value.push(' ');
+                    }
+                }
+                value.push_str(&self.expand(t, state, false));
+                if state.escape == Some(Escape::Replace) {
+                    value = replace_chars(&value, "");
+                }
+                self.note(line, token, &format!("{key}={value}"));
+                state.properties.set(key, value);
+            }
+            Key::NameAssign(t) => {
+                final_guard!(name);
+                if state.ifindex.is_none() {
+                    self.warn(
+                        line,
+                        token,
+                        LogLevel::Error,
+                        "only network interfaces can be renamed, ignoring NAME",
+                    );
+                    return;
+                }
+                let mut name = self.expand(t, state, state.escape != Some(Escape::None));
+                if state.escape != Some(Escape::None) {
+                    name = replace_chars(&name, "/");
+                }
+                state.name = Some(name);
+            }
+            Key::MdevNode => {
+                let devname = mdev_devname(state);
+                let Some((rule, subs)) = state.mdev.clone() else {
+                    return;
+                };
+                let (node, mdev) = match &rule {
+                    Some(rule) => {
+                        let subs: Vec<Option<&str>> = subs.iter().map(|s| s.as_deref()).collect();
+                        let outcome = rule.outcome(&devname, &subs);
+                        (outcome.node, outcome.mdev)
+                    }
+                    None => (
+                        NodeAction::Create {
+                            path: devname.clone(),
+                            symlink: None,
+                        },
+                        devname.clone(),
+                    ),
+                };
+                match node {
+                    NodeAction::Create { path, symlink } => {
+                        state.no_node = false;
+                        state.name = Some(path);
+                        state.symlinks.clear();
+                        state.symlinks.extend(symlink);
+                    }
+                    NodeAction::NoNode => state.no_node = true,
+                    NodeAction::Refused { path } => {
+                        state.no_node = true;
+                        self.warn(
+                            line,
+                            token,
+                            LogLevel::Error,
+                            &format!("refusing node path {path:?}: absolute or with '..'"),
+                        );
+                    }
+                }
+                state.mdev_name = Some(mdev);
+            }
+            Key::MdevCommand(command) => {
+                let mdev = state
+                    .mdev_name
+                    .clone()
+                    .unwrap_or_else(|| mdev_devname(state));
+                self.note(line, token, &format!("run '{}'", command.command));
+                state.run.push(RunItem::Mdev(command.clone(), mdev));
+            }
+            Key::SymlinkAssign(t) => {
+                final_guard!(symlink);
+                if state.devnum.is_none() {
+                    return;
+                }
+                if matches!(op, Op::Assign | Op::AssignFinal) {
+                    state.symlinks.clear();
+                }
+                let escape = state.escape;
+                let expanded = self.expand(t, state, escape != Some(Escape::None));
+                let expanded = match escape {
+                    None => replace_chars(&expanded, "/ "),
+                    Some(Escape::Replace) => replace_chars(&expanded, "/"),
+                    Some(Escape::None) => expanded,
+                };
+                for link in expanded.split(' ').filter(|l| !l.is_empty()) {
+                    let link = normalize_link(link);
+                    if link.is_empty() {
+                        continue;
+                    }
+                    self.note(line, token, &format!("link /dev/{link}"));
+                    if !state.symlinks.contains(&link) {
+                        state.symlinks.push(link);
+                    }
+                }
+            }
+            Key::AttrAssign(name, value) => {
+                let value = self.expand(value, state, false);
+                let (devpath, attr) = match name {
+                    AttrName::Plain(n) => (Some(state.devpath.clone()), n.to_string()),
+                    AttrName::Format(t) => {
+                        (Some(state.devpath.clone()), self.expand(t, state, false))
+                    }
+                    AttrName::OtherDevice(t) => {
+                        let spec = self.expand(t, state, false);
+                        let target = spec
+                            .strip_prefix('[')
+                            .and_then(|r| r.split_once(']'))
+                            .and_then(|(dev, attr)| {
+                                let (subsystem, sysname) = dev.split_once('/')?;
+                                Some((
+                                    self.host.find_device(subsystem, sysname),
+                                    attr.trim_start_matches('/').to_owned(),
+                                ))
+                            });
+                        match target {
+                            Some((devpath, attr)) => (devpath, attr),
+                            None => (None, spec),
+                        }
+                    }
+                };
+                let Some(devpath) = devpath else {
+                    self.warn(
+                        line,
+                        token,
+                        LogLevel::Error,
+                        &format!("no device for attribute '{attr}'"),
+                    );
+                    return;
+                };
+                self.note(
+                    line,
+                    token,
+                    &format!("write {devpath}/{attr} = \"{value}\""),
+                );
+                if let Err(why) = self.host.write_attr(&devpath, &attr, &value) {
+                    self.warn(line, token, LogLevel::Error, &why);
+                }
+            }
+            Key::SysctlAssign(name, value) => {
+                let name = self.expand(name, state, false);
+                let value = self.expand(value, state, false);
+                self.note(line, token, &format!("sysctl {name} = \"{value}\""));
+                if let Err(why) = self.host.write_sysctl(&name, &value) {
+                    self.warn(line, token, LogLevel::Error, &why);
+                }
+            }
+            Key::RunProgram(t) | Key::RunBuiltin(_, t) => {
+                final_guard!(run);
+                if matches!(op, Op::Assign | Op::AssignFinal) {
+                    state.run.clear();
+                }
+                let command = self.expand(t, state, false);
+                let item = match &token.key {
+                    Key::RunBuiltin(b, _) => RunItem::Builtin(*b, command),
+                    _ => RunItem::Program(command),
+                };
+                self.note(line, token, &format!("run '{}'", item.command()));
+                if !state.run.iter().any(|r| r.command() == item.command()) {
+                    state.run.push(item);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Expands a template for this event. `replace_whitespace` turns whitespace runs in
+    /// substituted values into one `_` (udev does this for names and links).
+    fn expand(
+        &mut self,
+        template: &Template,
+        state: &EventState,
+        replace_whitespace: bool,
+    ) -> String {
+        let mut out = String::new();
+        let mut value = std::mem::take(&mut self.scratch);
+        for piece in template.pieces() {
+            match piece {
+                crate::format::Piece::Literal(text) => out.push_str(text),
+                crate::format::Piece::Subst(subst, arg) => {
+                    value.clear();
+                    self.substitute(*subst, arg.as_deref(), state, &mut value);
+                    if replace_whitespace {
+                        let collapsed =
+                            value.split_ascii_whitespace().collect::<Vec<_>>().join("_");
+                        out.push_str(&collapsed);
+                    } else {
+                        out.push_str(&value);
+                    }
+                }
+            }
+        }
+        self.scratch = value;
+        out
+    }
+
+    fn substitute(
+        &mut self,
+        subst: Subst,
+        arg: Option<&str>,
+        state: &EventState,
+        out: &mut String,
+    ) {
+        match subst {
+            Subst::Devnode => {
+                if let Some(name) = state.properties.get("DEVNAME") {
+                    if !name.starts_with('/') {
+                        out.push_str("/dev/");
+                    }
+                    out.push_str(name);
+                }
+            }
+            Subst::Attr => {
+                let Some(attr) = arg else { return };
+                let mut value = if attr.starts_with('[') {
+                    self.other_device_attr(attr)
+                } else {
+                    None
+                };
+                if value.is_none() {
+                    value = self.host.attr(&state.devpath, attr);
+                }
+                if value.is_none() {
+                    if let Some(parent) =
+                        state.parent.as_ref().filter(|p| p.devpath != state.devpath)
+                    {
+                        let devpath = parent.devpath.clone();
+                        value = self.host.attr(&devpath, attr);
+                    }
+                }
+                if let Some(v) = value {
+                    let v = v.trim_end_matches(|c: char| c.is_ascii_whitespace());
+                    out.push_str(&replace_chars(v, ALLOWED_INPUT));
+                }
+            }
+            Subst::Env => {
+                if let Some(v) = arg.and_then(|k| state.properties.get(k)) {
+                    out.push_str(v);
+                }
+            }
+            Subst::Kernel => out.push_str(state.sysname()),
+            Subst::Number => out.push_str(sysnum(state.sysname())),
+            Subst::Driver => {
+                if let Some(d) = state.parent.as_ref().and_then(|p| p.driver.as_deref()) {
+                    out.push_str(d);
+                }
+            }
+            Subst::Devpath => out.push_str(&state.devpath),
+            Subst::Id => {
+                if let Some(p) = &state.parent {
+                    out.push_str(p.sysname());
+                }
+            }
+            Subst::Major => out.push_str(&state.devnum.map_or(0, |d| d.0).to_string()),
+            Subst::Minor => out.push_str(&state.devnum.map_or(0, |d| d.1).to_string()),
+            Subst::Result => {
+                let Some(result) = &state.program_result else {
+                    return;
+                };
+                match arg.and_then(parse_result_index) {
+                    Some((index, rest)) => out.push_str(select_result_words(result, index, rest)),
+                    None => out.push_str(result),
+                }
+            }
+            Subst::Parent => {
+                if let Some(parent) = parent_of(self.host, &state.devpath) {
+                    if let Some(name) = parent.properties.get("DEVNAME") {
+                        out.push_str(name.strip_prefix("/dev/").unwrap_or(name));
+                    }
+                }
+            }
+            Subst::Name => {
+                if let Some(name) = &state.name {
+                    out.push_str(name);
+                } else if let Some(name) = state.properties.get("DEVNAME") {
+                    out.push_str(name.strip_prefix("/dev/").unwrap_or(name));
+                } else {
+                    out.push_str(state.sysname());
+                }
+            }
+            Subst::Links => out.push_str(&state.symlinks.join(" ")),
+            Subst::Root => out.push_str("/dev"),
+            Subst::Sys => out.push_str("/sys"),
+        }
+    }
+}
+
+/// The name mdev.conf rules match: the kernel's `DEVNAME`, else the sysname.
+fn mdev_devname(state: &EventState) -> String {
+    match state.properties.get("DEVNAME") {
+        Some(n) => n.strip_prefix("/dev/").unwrap_or(n).to_owned(),
+        None => state.sysname().to_owned(),
+    }
+}
+
+/// The closest ancestor of `devpath` that is a device.
+pub fn parent_of(host: &mut dyn Host, devpath: &str) -> Option<DeviceInfo> {
+    let mut path = devpath;
+    loop {
+        let (up, _) = path.rsplit_once('/')?;
+        if up.is_empty() || up == "/devices" {
+            return None;
+        }
+        if let Some(info) = host.device(up) {
+            return Some(info);
+        }
+        path = up;
+    }
+}
+
+/// Replaces characters udev does not allow in names with `_` (keeps ASCII alphanumerics,
+/// `#+-.:=@_`, valid multi-byte UTF-8, `\x` escapes and the `allow` set; whitespace becomes a
+/// space when a space is allowed).
+pub fn replace_chars(text: &str, allow: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let keep = c.is_ascii_alphanumeric()
+            || "#+-.:=@_".contains(c)
+            || allow.contains(c)
+            || (c == '\\' && chars.peek() == Some(&'x'))
+            || !c.is_ascii();
+        if keep {
+            out.push(c);
+        } else if c.is_ascii_whitespace() && allow.contains(' ') {
+            out.push(' ');
+        } else {
+            out.push('_');
+        }
+    }
+    out
+}
+
+/// Removes empty and `.` components so `by-id//x/` and `./x` name the same link.
+fn normalize_link(link: &str) -> String {
+    link.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Parses `KEY=VALUE` lines (program output, `IMPORT{file}`): blank and `#` lines skipped,
+/// surrounding quotes removed.
+fn import_lines(text: &str, properties: &mut Properties) {
+    for line in text.lines() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim_end();
+        if key.is_empty() {
+            continue;
+        }
+        let value = value.trim_end();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(value);
+        properties.set(key, value.to_owned());
+    }
+}
+
+/// Looks `key` up on a kernel command line: `Some(None)` for a bare `key`, `Some(Some(v))` for
+/// `key=v`. The last occurrence wins, as in systemd.
+fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<Option<&'a str>> {
+    let mut found = None;
+    for word in cmdline.split_ascii_whitespace() {
+        match word.split_once('=') {
+            Some((k, v)) if k == key => found = Some(Some(v.trim_matches('"'))),
+            None if word == key => found = Some(None),
+            _ => {}
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,271 @@
+//! Finding and reading rule files: udev's directory list, override order and masking.
+//!
+//! Every `*.rules` file of every directory takes part, in lexical order of the file name. A
+//! name found in an earlier directory hides the same name in later ones (so `/etc` overrides
+//! `/usr/lib`), and a file that is a symlink to `/dev/null` (or empty) masks the name
+//! everywhere. Paths given explicitly may be files or directories and follow the same rules.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::ast::Rules;
+use crate::parse::{parse_into, Diagnostic, NameResolver, Severity};
+
+/// udev's search path, highest priority first.
+pub const DEFAULT_DIRS: [&str; 4] = [
+    "/etc/udev/rules.d",
+    "/run/udev/rules.d",
+    "/usr/lib/udev/rules.d",
+    "/lib/udev/rules.d",
+];
+
+/// The rules built into uevd, used when no rule directory has any rules: permissions for the
+/// usual device classes, as udev's `50-udev-default.rules` sets them.
+pub const BUILTIN_RULES: &str = include_str!("default.rules");
+
+/// The name [`BUILTIN_RULES`] is reported under.
+pub const BUILTIN_NAME: &str = "<builtin>/50-uevd-default.rules";
+
+/// A rule set read from disk, with everything that went wrong.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The compiled rules (good lines only).
+    pub rules: Rules,
+    /// The files read, in evaluation order.
+    pub files: Vec<PathBuf>,
+    /// Problems, in file order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    /// True if any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+    }
+}
+
+/// Lists the rule files that `paths` (files or directories) contribute, after overrides and
+/// masking. Unreadable directories are reported, missing ones skipped silently (udev's
+/// default list names directories that usually do not all exist).
+pub fn rule_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
+    let mut by_name: BTreeMap<String, Option<PathBuf>> = BTreeMap::new();
+    let mut diagnostics = Vec::new();
+    let consider = |path: PathBuf, by_name: &mut BTreeMap<String, Option<PathBuf>>| {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            return;
+        };
+        if by_name.contains_key(&name) {
+            return;
+        }
+        let masked = fs::read_link(&path).is_ok_and(|t| t == Path::new("/dev/null"))
+            || fs::metadata(&path).is_ok_and(|m| m.len() == 0 && m.is_file());
+        by_name.insert(name, (!masked).then_some(path));
+    };
+    for path in paths {
+        match fs::metadata(path) {
+            Ok(m) if m.is_dir() => match fs::read_dir(path) {
+                Ok(entries) => {
+                    let mut names: Vec<PathBuf> = entries
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|e| e == "rules"))
+                        .collect();
+                    names.sort();
+                    for p in names {
+                        consider(p, &mut by_name);
+                    }
+                }
+                Err(e) => diagnostics.push(io_diagnostic(path, &e)),
+            },
+            Ok(_) => consider(path.clone(), &mut by_name),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => diagnostics.push(io_diagnostic(path, &e)),
+        }
+    }
+    (by_name.into_values().flatten().collect(), diagnostics)
+}
+
+fn io_diagnostic(path: &Path, e: &std::io::Error) -> Diagnostic {
+    Diagnostic {
+        file: Arc::from(path.to_string_lossy().as_ref()),
+        line: 0,
+        column: 0,
+        severity: Severity::Error,
+        message: format!("cannot read: {e}"),
+    }
+}
+
+/// Reads and compiles the rules found under `paths`.
+pub fn load(paths: &[PathBuf], resolver: &dyn NameResolver) -> Loaded {
+    let (files, mut diagnostics) = rule_files(paths);
+    let mut rules = Rules::default();
+    for file in &files {
+        match fs::read(file) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                diagnostics.extend(parse_into(
+                    &mut rules,
+                    &file.to_string_lossy(),
+                    &text,
+                    resolver,
+                ));
+            }
+            Err(e) => diagnostics.push(io_diagnostic(file, &e)),
+        }
+    }
+    Loaded {
+        rules,
+        files,
+        diagnostics,
+    }
+}
+
+/// The built-in default rules.
+pub fn load_builtin(resolver: &dyn NameResolver) -> Loaded {
+    let mut rules = Rules::default();
+    let diagnostics = parse_into(&mut rules, BUILTIN_NAME, BUILTIN_RULES, resolver);
+    Loaded {
+        rules,
+        files: vec![PathBuf::from(BUILTIN_NAME)],
+        diagnostics,
+    }
+}
+
+/// Reads an mdev.conf and compiles it to rules. A missing file is an error; a bad line drops
+/// that line only.
+pub fn load_mdev(path: &Path, resolver: &dyn NameResolver) -> Loaded {
+    let mut loaded = Loaded::default();
+    let text = match fs::read(path) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => {
+            loaded.diagnostics.push(io_diagnostic(path, &e));
+            return loaded;
+        }
+    };
+    let name = path.to_string_lossy();
+    let (conf, errors) = crate::mdev::parse(&text, &name);
+    for e in errors {
+        loaded.diagnostics.push(Diagnostic {
+            file: Arc::from(e.file.as_str()),
+            line: e.line,
+            column: e.column,
+            severity: Severity::Error,
+            message: e.kind.to_string(),
+        });
+    }
+    loaded.diagnostics.extend(crate::mdev::compile_into(
+        &mut loaded.rules,
+        &conf,
+        &name,
+        resolver,
+    ));
+    loaded.files.push(path.to_path_buf());
+    loaded
+}
+
+/// What a daemon started without `--rules` uses: udev's directories if they hold any rules,
+/// otherwise the built-in set.
+pub fn load_default(resolver: &dyn NameResolver) -> Loaded {
+    let dirs: Vec<PathBuf> = DEFAULT_DIRS.iter().map(PathBuf::from).collect();
+    let loaded = load(&dirs, resolver);
+    if loaded.files.is_empty() {
+        load_builtin(resolver)
+    } else {
+        loaded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoNames;
+    impl NameResolver for NoNames {
+        fn user(&self, name: &str) -> Option<u32> {
+            (name == "root").then_some(0)
+        }
+        fn group(&self, _: &str) -> Option<u32> {
+            Some(5)
+        }
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        fs::write(dir.join(name), text).expect("write rule file");
+    }
+
+    #[test]
+    fn override_order_masking_and_lexical_order() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let etc = tmp.path().join("etc");
+        let lib = tmp.path().join("lib");
+        fs::create_dir_all(&etc).expect("mkdir");
+        fs::create_dir_all(&lib).expect("mkdir");
+        write(&lib, "10-a.rules", "ENV{FROM}=\"lib-a\"\n");
+        write(&lib, "20-b.rules", "ENV{FROM}=\"lib-b\"\n");
+        write(&lib, "30-c.rules", "ENV{FROM}=\"lib-c\"\n");
+        write(&lib, "README", "not a rules file\n");
+        write(&etc, "20-b.rules", "ENV{FROM}=\"etc-b\"\n");
+        write(&etc, "15-own.rules", "ENV{FROM}=\"etc-own\"\n");
+        std::os::unix::fs::symlink("/dev/null", etc.join("30-c.rules")).expect("symlink");
+        let loaded = load(
+            &[etc.clone(), tmp.path().join("missing"), lib.clone()],
+            &NoNames,
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let names: Vec<String> = loaded
+            .files
+            .iter()
+            .map(|p| {
+                p.strip_prefix(tmp.path())
+                    .expect("under tmp")
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["lib/10-a.rules", "etc/15-own.rules", "etc/20-b.rules"]
+        );
+        assert_eq!(loaded.rules.lines.len(), 3);
+    }
+
+    #[test]
+    fn explicit_files_and_errors_keep_the_rest() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        write(
+            tmp.path(),
+            "a.rules",
+            "KERNEL==\"x\", NOPE=\"1\"\nKERNEL==\"y\", ENV{A}=\"1\"\n",
+        );
+        let loaded = load(&[tmp.path().join("a.rules")], &NoNames);
+        assert!(loaded.has_errors());
+        assert_eq!(loaded.rules.lines.len(), 1);
+        assert_eq!(
+            loaded.diagnostics[0].to_string(),
+            format!(
+                "{}:1:14: error: invalid key 'NOPE'",
+                tmp.path().join("a.rules").display()
+            )
+        );
+    }
+
+    #[test]
+    fn builtin_rules_parse_cleanly() {
+        struct System;
+        impl NameResolver for System {
+            fn user(&self, name: &str) -> Option<u32> {
+                (name == "root").then_some(0)
+            }
+            fn group(&self, _: &str) -> Option<u32> {
+                Some(100)
+            }
+        }
+        let loaded = load_builtin(&System);
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        assert!(loaded.rules.lines.len() > 20);
+    }
+}

@@ -1,0 +1,173 @@
+//! udev builtins: `kmod` now; each further builtin (`path_id`, `input_id`, `usb_id`, `blkid`,
+//! `net_id`, `hwdb`) will be a small module behind the same [`Builtin`] dispatch in
+//! [`crate::host::SystemHost::run_builtin`].
+//!
+//! Module loading is the one builtin that must not hold up events: a coldplug asks for
+//! hundreds of aliases at once. [`ModuleLoader`] queues the names and a background thread
+//! hands them to `modprobe` in batches (one process for everything queued meanwhile).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use uevd_rules::ast::Builtin;
+
+/// The message for a builtin the rules name but uevd does not provide yet.
+pub fn not_implemented(builtin: Builtin, devpath: &str) -> String {
+    format!(
+        "builtin '{}' is not implemented in this uevd version; {devpath}: its properties are not imported",
+        builtin.name()
+    )
+}
+
+/// Parses a `kmod` builtin command line: `kmod load ALIAS…`. Returns the aliases.
+pub fn kmod_arguments(command: &str) -> Result<Vec<String>, String> {
+    let mut words = command.split_ascii_whitespace();
+    words.next(); // "kmod"
+    match words.next() {
+        Some("load") => {
+            let modules: Vec<String> = words.map(str::to_owned).collect();
+            if modules.is_empty() {
+                Err(format!(
+                    "'{command}': kmod load needs at least one module or alias"
+                ))
+            } else {
+                Ok(modules)
+            }
+        }
+        Some(other) => Err(format!(
+            "'{command}': unknown kmod command '{other}', only 'load' exists"
+        )),
+        None => Err(format!("'{command}': kmod needs a command (load)")),
+    }
+}
+
+/// Loads kernel modules in the background, batched.
+pub struct ModuleLoader {
+    tx: Mutex<Option<Sender<Vec<String>>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ModuleLoader {
+    /// Starts the loader thread; it runs `program -b -q -a NAME…` (`-b` honours the
+    /// blacklist, as udev's kmod builtin does). Each name is asked for once per daemon run.
+    pub fn spawn(program: PathBuf) -> Arc<ModuleLoader> {
+        let (tx, rx) = mpsc::channel::<Vec<String>>();
+        let thread = std::thread::Builder::new()
+            .name("uevd-kmod".into())
+            .spawn(move || loader_thread(program, rx))
+            .ok();
+        Arc::new(ModuleLoader {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(thread),
+        })
+    }
+
+    /// Queues names to load; returns at once.
+    pub fn load(&self, names: Vec<String>) {
+        if let Ok(guard) = self.tx.lock() {
+            if let Some(tx) = guard.as_ref() {
+                let _ = tx.send(names);
+            }
+        }
+    }
+
+    /// Finishes what is queued and stops the thread.
+    pub fn shutdown(&self) {
+        if let Ok(mut guard) = self.tx.lock() {
+            guard.take();
+        }
+        if let Ok(mut guard) = self.thread.lock() {
+            if let Some(t) = guard.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn loader_thread(program: PathBuf, rx: Receiver<Vec<String>>) {
+    let mut seen = HashSet::new();
+    while let Ok(first) = rx.recv() {
+        let mut batch: Vec<String> = Vec::new();
+        let mut add = |names: Vec<String>, batch: &mut Vec<String>| {
+            for n in names {
+                if seen.insert(n.clone()) {
+                    batch.push(n);
+                }
+            }
+        };
+        add(first, &mut batch);
+        while let Ok(more) = rx.try_recv() {
+            add(more, &mut batch);
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let status = Command::new(&program)
+            .args(["-b", "-q", "-a"])
+            .args(&batch)
+            .stdin(Stdio::null())
+            .status();
+        match status {
+            Ok(s) if s.success() => crate::debug!("kmod: loaded {}", batch.join(" ")),
+            Ok(s) => crate::debug!(
+                "kmod: {} {} exited with {s}",
+                program.display(),
+                batch.join(" ")
+            ),
+            Err(e) => crate::error!("kmod: cannot run {}: {e}", program.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kmod_arguments_parse() {
+        assert_eq!(
+            kmod_arguments("kmod load a b"),
+            Ok(vec!["a".to_string(), "b".into()])
+        );
+        assert!(kmod_arguments("kmod load").is_err());
+        assert_eq!(
+            kmod_arguments("kmod unload x"),
+            Err("'kmod unload x': unknown kmod command 'unload', only 'load' exists".to_string())
+        );
+    }
+
+    #[test]
+    fn loader_batches_and_deduplicates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("calls");
+        let script = dir.path().join("modprobe");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$@\" >> {}\n", log.display()),
+        )
+        .expect("write");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let loader = ModuleLoader::spawn(script);
+        loader.load(vec!["usb:v1234".into(), "pci:v8086".into()]);
+        loader.load(vec!["usb:v1234".into()]);
+        loader.load(vec!["acpi:X".into()]);
+        loader.shutdown();
+        let calls = std::fs::read_to_string(&log).expect("modprobe ran");
+        let names: Vec<&str> = calls
+            .lines()
+            .flat_map(|l| l.split_whitespace().filter(|w| !w.starts_with('-')))
+            .collect();
+        assert_eq!(
+            names,
+            ["usb:v1234", "pci:v8086", "acpi:X"],
+            "each name once, in order: {calls}"
+        );
+        assert!(calls.lines().all(|l| l.starts_with("-b -q -a ")), "{calls}");
+        assert!(calls.lines().count() <= 3);
+    }
+}

@@ -1,0 +1,241 @@
+//! The rule-language policy: udev rules (or a compiled mdev.conf) decide each event.
+//!
+//! The compiled [`Rules`] are shared read-only by all workers; `reload` builds a new set and
+//! swaps the whole policy, so an event never sees half of two rule sets.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use uevd_rules::ast::Builtin;
+use uevd_rules::eval::{evaluate, EvalOptions, EventState, LogLevel, Properties, RunItem};
+use uevd_rules::load::{self, Loaded};
+use uevd_rules::mdev::Interpreter;
+use uevd_rules::{Rules, Severity};
+use uevd_sysfs::Sysfs;
+use uevd_wire::Uevent;
+
+use super::db::DeviceRecord;
+use super::policy::{Decision, Policy};
+use crate::builtins::{self, ModuleLoader};
+use crate::host::{Accounts, SystemHost};
+use crate::spawn;
+use crate::{debug, error, warn};
+
+/// Where a daemon's rules come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleSource {
+    /// udev's directories if they hold rules, else the built-in set.
+    Default,
+    /// Only the built-in set.
+    Builtin,
+    /// These files and directories (`--rules`), replacing udev's directory list.
+    Paths(Vec<PathBuf>),
+    /// A busybox mdev.conf (`--mdev-conf`).
+    Mdev(PathBuf),
+}
+
+impl RuleSource {
+    /// Reads and compiles the rules; diagnostics are in the result.
+    pub fn load_quiet(&self, accounts: &Accounts) -> Loaded {
+        match self {
+            RuleSource::Default => load::load_default(accounts),
+            RuleSource::Builtin => load::load_builtin(accounts),
+            RuleSource::Paths(paths) => load::load(paths, accounts),
+            RuleSource::Mdev(path) => load::load_mdev(path, accounts),
+        }
+    }
+
+    /// Reads and compiles the rules, logging every diagnostic. Errors drop their lines only.
+    pub fn load(&self, accounts: &Accounts) -> Loaded {
+        let loaded = self.load_quiet(accounts);
+        for d in &loaded.diagnostics {
+            match d.severity {
+                Severity::Error => error!("{d}"),
+                Severity::Warning => warn!("{d}"),
+            }
+        }
+        loaded
+    }
+}
+
+/// Applies compiled rules to events.
+pub struct RulesPolicy {
+    rules: Arc<Rules>,
+    description: String,
+    sysfs: Sysfs,
+    accounts: Arc<Accounts>,
+    db: Option<PathBuf>,
+    modules: Option<Arc<ModuleLoader>>,
+    helper_timeout: Duration,
+}
+
+impl RulesPolicy {
+    /// A policy from loaded rules. `db` (the database directory) lets rules see parents'
+    /// records; `modules` serves the `kmod` builtin.
+    pub fn new(
+        loaded: Loaded,
+        sysfs: Sysfs,
+        accounts: Arc<Accounts>,
+        db: Option<PathBuf>,
+        modules: Option<Arc<ModuleLoader>>,
+    ) -> RulesPolicy {
+        let errors = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count();
+        let description = format!(
+            "rules: {} files, {} lines{}",
+            loaded.files.len(),
+            loaded.rules.lines.len(),
+            if errors > 0 {
+                format!(", {errors} errors (those lines dropped)")
+            } else {
+                String::new()
+            }
+        );
+        RulesPolicy {
+            rules: Arc::new(loaded.rules),
+            description,
+            sysfs,
+            accounts,
+            db,
+            modules,
+            helper_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The deadline for helpers run while evaluating (`PROGRAM`, `IMPORT{program}`).
+    pub fn with_helper_timeout(mut self, timeout: Duration) -> Self {
+        self.helper_timeout = timeout;
+        self
+    }
+}
+
+/// The rule engine's starting state for an event.
+pub fn event_state(event: &Uevent, previous: Option<&DeviceRecord>) -> EventState {
+    let properties = Properties::from_pairs(event.iter().map(|(k, v)| {
+        let v = String::from_utf8_lossy(v).into_owned();
+        // The kernel's DEVNAME is relative; rules (and udev's database) see /dev/NAME.
+        if k == "DEVNAME" && !v.starts_with('/') {
+            (k.to_owned(), format!("/dev/{v}"))
+        } else {
+            (k.to_owned(), v)
+        }
+    }));
+    let (tags, db_properties) = match previous {
+        Some(p) => (
+            p.tags.clone(),
+            Properties::from_pairs(p.properties.iter().cloned()),
+        ),
+        None => (Vec::new(), Properties::default()),
+    };
+    EventState::new(properties, tags, db_properties)
+}
+
+impl Policy for RulesPolicy {
+    fn decide(&self, event: &Uevent, previous: Option<&DeviceRecord>) -> Decision {
+        let mut state = event_state(event, previous);
+        let mut host = SystemHost::new(
+            &self.sysfs,
+            &self.accounts,
+            self.db.as_deref(),
+            self.modules.as_ref(),
+        )
+        .with_helper_timeout(self.helper_timeout);
+        evaluate(&self.rules, &mut state, &mut host, EvalOptions::default());
+        for m in &host.messages {
+            match m.level {
+                LogLevel::Error => error!("{} {}: {}", event.action(), event.devpath(), m.text),
+                LogLevel::Warning => warn!("{} {}: {}", event.action(), event.devpath(), m.text),
+                LogLevel::Debug => debug!("{} {}: {}", event.action(), event.devpath(), m.text),
+            }
+        }
+        // udev: a group without a mode means 0660; then the kernel's DEVMODE; then 0600.
+        let mode = state.mode.or_else(|| {
+            event
+                .get("DEVMODE")
+                .and_then(|m| u32::from_str_radix(m, 8).ok())
+                .filter(|m| *m <= 0o7777)
+                .or(state.gid.filter(|g| *g > 0).map(|_| 0o660))
+        });
+        Decision {
+            name: state.name.clone(),
+            mode,
+            uid: state
+                .uid
+                .or_else(|| event.get("DEVUID").and_then(|u| u.parse().ok())),
+            gid: state
+                .gid
+                .or_else(|| event.get("DEVGID").and_then(|g| g.parse().ok())),
+            symlinks: state.symlinks.clone(),
+            properties: state
+                .properties
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            properties_complete: true,
+            tags: state.all_tags.clone(),
+            run: state.run.clone(),
+            no_node: state.no_node,
+            watch: state.watch.unwrap_or(false),
+            link_priority: state.link_priority,
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    fn run_helpers(
+        &self,
+        event: &Uevent,
+        decision: &Decision,
+        env: &[(String, String)],
+    ) -> Vec<String> {
+        let ctx = format!("{} {}", event.action(), event.devpath());
+        let env_iter = || env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let mut errors = Vec::new();
+        for item in &decision.run {
+            match item {
+                RunItem::Program(command) => {
+                    debug!("{ctx}: RUN '{command}'");
+                    if let Err(e) = spawn::run(command, env_iter(), self.helper_timeout) {
+                        errors.push(format!("{ctx}: RUN: {e}"));
+                    }
+                }
+                RunItem::Builtin(Builtin::Kmod, command) => match builtins::kmod_arguments(command)
+                {
+                    Ok(names) => match &self.modules {
+                        Some(loader) => loader.load(names),
+                        None => debug!("{ctx}: kmod {} (module loading disabled)", names.join(" ")),
+                    },
+                    Err(e) => errors.push(format!("{ctx}: RUN{{builtin}}: {e}")),
+                },
+                RunItem::Builtin(other, _) => {
+                    errors.push(format!(
+                        "{ctx}: RUN{{builtin}}: {}",
+                        builtins::not_implemented(*other, event.devpath())
+                    ));
+                }
+                RunItem::Mdev(command, mdev) => {
+                    if !command.when.applies_to(event.action().as_str()) {
+                        continue;
+                    }
+                    let mut env: Vec<(&str, &str)> = env_iter().collect();
+                    env.push(("MDEV", mdev));
+                    let quoted = command.command.replace('\'', "'\\''");
+                    let line = match command.interpreter {
+                        Interpreter::Shell => format!("/bin/sh -c '{quoted}'"),
+                        Interpreter::Execline => format!("execlineb -Pc '{quoted}'"),
+                    };
+                    if let Err(e) = spawn::run(&line, env, self.helper_timeout) {
+                        errors.push(format!("{ctx}: mdev command: {e}"));
+                    }
+                }
+            }
+        }
+        errors
+    }
+}

@@ -1,0 +1,414 @@
+//! The real system as the rules see it: sysfs, `/proc`, helpers, the user database.
+//!
+//! [`SystemHost`] implements the rule engine's [`Host`] trait. In the daemon it does what the
+//! rules ask; for `uevd test` it runs in *dry-run* mode, reading everything but recording
+//! attribute and sysctl writes instead of doing them (`PROGRAM` and `IMPORT{program}` still
+//! run, as with `udevadm test`, because their output decides the outcome).
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use uevd_rules::ast::Builtin;
+use uevd_rules::eval::{DeviceInfo, EventState, Host, LogLevel, Properties};
+use uevd_rules::NameResolver;
+use uevd_sysfs::Sysfs;
+
+use crate::builtins::{self, ModuleLoader};
+use crate::daemon::db::{device_id, DeviceRecord};
+use crate::spawn;
+
+/// Users and groups from `/etc/passwd` and `/etc/group`, read once. (A device manager starts
+/// before any NSS service is reachable, so it reads the files, as mdev does.)
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    users: HashMap<String, (u32, u32)>,
+    groups: HashMap<String, u32>,
+}
+
+impl Accounts {
+    /// Reads the system's files; missing files give an empty table (root still resolves).
+    pub fn system() -> Accounts {
+        Accounts::from_files(Path::new("/etc/passwd"), Path::new("/etc/group"))
+    }
+
+    /// Reads given passwd/group files.
+    pub fn from_files(passwd: &Path, group: &Path) -> Accounts {
+        // name:password:id[:gid…]
+        let table = |path: &Path| -> HashMap<String, (u32, u32)> {
+            fs::read_to_string(path)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| {
+                    let mut fields = l.split(':');
+                    let name = fields.next()?;
+                    let id = fields.nth(1)?.parse().ok()?;
+                    let gid = fields.next().and_then(|g| g.parse().ok()).unwrap_or(0);
+                    Some((name.to_owned(), (id, gid)))
+                })
+                .collect()
+        };
+        Accounts {
+            users: table(passwd),
+            groups: table(group)
+                .into_iter()
+                .map(|(k, (id, _))| (k, id))
+                .collect(),
+        }
+    }
+}
+
+impl NameResolver for Accounts {
+    fn user(&self, name: &str) -> Option<u32> {
+        self.users
+            .get(name)
+            .map(|u| u.0)
+            .or((name == "root").then_some(0))
+    }
+    fn primary_group(&self, user: &str) -> Option<u32> {
+        self.users.get(user).map(|u| u.1)
+    }
+    fn group(&self, name: &str) -> Option<u32> {
+        self.groups
+            .get(name)
+            .copied()
+            .or((name == "root").then_some(0))
+    }
+}
+
+/// A message the rules produced for one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostMessage {
+    /// How bad.
+    pub level: LogLevel,
+    /// The text, naming the rule and the culprit.
+    pub text: String,
+}
+
+/// The system, for one event's evaluation.
+pub struct SystemHost<'a> {
+    sysfs: &'a Sysfs,
+    accounts: &'a Accounts,
+    db: Option<&'a Path>,
+    modules: Option<&'a Arc<ModuleLoader>>,
+    dry_run: bool,
+    helper_timeout: Duration,
+    /// Writes recorded in dry-run mode (`path = value`).
+    pub writes: Vec<String>,
+    /// Messages for the daemon's log or `uevd test`'s output.
+    pub messages: Vec<HostMessage>,
+}
+
+impl<'a> SystemHost<'a> {
+    /// A host over `sysfs`. `db` (the database directory) gives parents' records (tags, properties); `modules` loads
+    /// kernel modules for the `kmod` builtin (without it, `kmod` calls are only recorded).
+    pub fn new(
+        sysfs: &'a Sysfs,
+        accounts: &'a Accounts,
+        db: Option<&'a Path>,
+        modules: Option<&'a Arc<ModuleLoader>>,
+    ) -> SystemHost<'a> {
+        SystemHost {
+            sysfs,
+            accounts,
+            db,
+            modules,
+            dry_run: false,
+            helper_timeout: Duration::from_secs(30),
+            writes: Vec::new(),
+            messages: Vec::new(),
+        }
+    }
+
+    /// Records writes instead of doing them.
+    pub fn dry_run(mut self) -> Self {
+        self.dry_run = true;
+        self
+    }
+
+    /// The deadline for `PROGRAM`/`IMPORT{program}` helpers.
+    pub fn with_helper_timeout(mut self, timeout: Duration) -> Self {
+        self.helper_timeout = timeout;
+        self
+    }
+
+    /// Maps a `/sys/…` path to the configured sysfs root.
+    fn sys_path(&self, path: &str) -> PathBuf {
+        match path.strip_prefix("/sys/") {
+            Some(rest) => self.sysfs.root().join(rest),
+            None if path == "/sys" => self.sysfs.root().to_path_buf(),
+            None => PathBuf::from(path),
+        }
+    }
+
+    fn record_of(&self, info: &DeviceInfo) -> Option<DeviceRecord> {
+        let db = self.db?;
+        let get = |k: &str| info.properties.get(k);
+        let devnum = get("MAJOR")
+            .and_then(|m| m.parse().ok())
+            .zip(get("MINOR").and_then(|m| m.parse().ok()));
+        let ifindex = get("IFINDEX").and_then(|i| i.parse().ok());
+        let id = device_id(
+            &info.devpath,
+            info.subsystem.as_deref().unwrap_or(""),
+            devnum,
+            ifindex,
+        );
+        let path = db.join(&id);
+        let text = fs::read_to_string(&path).ok()?;
+        DeviceRecord::parse(&text, &path).ok()
+    }
+}
+
+impl Host for SystemHost<'_> {
+    fn device(&mut self, devpath: &str) -> Option<DeviceInfo> {
+        let device = self.sysfs.device(devpath).ok()??;
+        let mut info = DeviceInfo {
+            devpath: device.devpath.clone(),
+            subsystem: (!device.subsystem.is_empty()).then(|| device.subsystem.clone()),
+            driver: device.driver.clone(),
+            properties: Properties::from_pairs(
+                device.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            ),
+            tags: Vec::new(),
+        };
+        if let Some(record) = self.record_of(&info) {
+            for (k, v) in &record.properties {
+                info.properties.set(k, v.clone());
+            }
+            info.tags = record.tags.clone();
+        }
+        Some(info)
+    }
+
+    fn attr(&mut self, devpath: &str, name: &str) -> Option<String> {
+        self.sysfs.attr(devpath, name)
+    }
+
+    fn find_device(&mut self, subsystem: &str, sysname: &str) -> Option<String> {
+        if [subsystem, sysname]
+            .iter()
+            .any(|s| s.is_empty() || s.contains('/') || *s == "..")
+        {
+            return None;
+        }
+        let root = self.sysfs.root();
+        let candidates = [
+            root.join("class").join(subsystem).join(sysname),
+            root.join("bus")
+                .join(subsystem)
+                .join("devices")
+                .join(sysname),
+        ];
+        let root = fs::canonicalize(root).ok()?;
+        candidates.iter().find_map(|p| {
+            let real = fs::canonicalize(p).ok()?;
+            let rel = real.strip_prefix(&root).ok()?;
+            Some(format!("/{}", rel.to_str()?))
+        })
+    }
+
+    fn sysctl(&mut self, name: &str) -> Option<String> {
+        let path = sysctl_path(name)?;
+        fs::read_to_string(path).ok()
+    }
+
+    fn file_mode(&mut self, path: &str) -> Option<u32> {
+        fs::metadata(self.sys_path(path))
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+    }
+
+    fn read_file(&mut self, path: &str) -> Option<String> {
+        fs::read_to_string(self.sys_path(path)).ok()
+    }
+
+    fn cmdline(&mut self) -> Option<String> {
+        fs::read_to_string("/proc/cmdline").ok()
+    }
+
+    fn constant(&mut self, name: &str) -> Option<String> {
+        match name {
+            "arch" => Some(architecture().to_owned()),
+            "virt" => Some(virtualization()),
+            _ => None,
+        }
+    }
+
+    fn user(&mut self, name: &str) -> Option<u32> {
+        self.accounts.user(name)
+    }
+
+    fn group(&mut self, name: &str) -> Option<u32> {
+        self.accounts.group(name)
+    }
+
+    fn run_program(&mut self, command: &str, env: &Properties) -> Result<String, String> {
+        spawn::run(command, env.iter(), self.helper_timeout).map_err(|e| e.to_string())
+    }
+
+    fn run_builtin(
+        &mut self,
+        builtin: Builtin,
+        command: &str,
+        event: &EventState,
+    ) -> Result<Vec<(String, String)>, String> {
+        match builtin {
+            Builtin::Kmod => {
+                let modules = builtins::kmod_arguments(command)?;
+                match self.modules {
+                    Some(loader) if !self.dry_run => loader.load(modules),
+                    _ => self.writes.push(format!("kmod load {}", modules.join(" "))),
+                }
+                Ok(Vec::new())
+            }
+            other => Err(builtins::not_implemented(other, &event.devpath)),
+        }
+    }
+
+    fn write_attr(&mut self, devpath: &str, name: &str, value: &str) -> Result<(), String> {
+        if name.is_empty() || name.starts_with('/') || name.split('/').any(|c| c == "..") {
+            return Err(format!("refusing attribute name {name:?}"));
+        }
+        let path = self
+            .sysfs
+            .root()
+            .join(devpath.trim_start_matches('/'))
+            .join(name);
+        if self.dry_run {
+            self.writes
+                .push(format!("{} = \"{value}\"", path.display()));
+            return Ok(());
+        }
+        fs::write(&path, value).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    fn write_sysctl(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let path = sysctl_path(name).ok_or_else(|| format!("refusing sysctl name {name:?}"))?;
+        if self.dry_run {
+            self.writes
+                .push(format!("{} = \"{value}\"", path.display()));
+            return Ok(());
+        }
+        fs::write(&path, value).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    fn log(&mut self, level: LogLevel, message: &str) {
+        self.messages.push(HostMessage {
+            level,
+            text: message.to_owned(),
+        });
+    }
+}
+
+/// `/proc/sys/<name>`, with `.` as separator when the name has no `/` (systemd's rule).
+fn sysctl_path(name: &str) -> Option<PathBuf> {
+    let name = name.trim_start_matches('/');
+    let normalized = if name.contains('/') {
+        name.to_owned()
+    } else {
+        name.replace('.', "/")
+    };
+    if normalized.is_empty() || normalized.split('/').any(|c| c.is_empty() || c == "..") {
+        return None;
+    }
+    Some(Path::new("/proc/sys").join(normalized))
+}
+
+/// systemd's architecture name for this build (`CONST{arch}`).
+pub fn architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "x86-64",
+        "x86" => "x86",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "riscv64" => "riscv64",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64-le",
+        "powerpc64" => "ppc64",
+        "s390x" => "s390x",
+        "loongarch64" => "loongarch64",
+        "mips64" => "mips64",
+        other => other,
+    }
+}
+
+/// A best-effort `systemd-detect-virt`: containers first, then the DMI vendor, then the CPU's
+/// hypervisor flag (`CONST{virt}`).
+pub fn virtualization() -> String {
+    if Path::new("/.dockerenv").exists() {
+        return "docker".into();
+    }
+    if Path::new("/run/.containerenv").exists() {
+        return "podman".into();
+    }
+    let vendor = ["sys_vendor", "product_name", "bios_vendor"]
+        .iter()
+        .filter_map(|f| fs::read_to_string(Path::new("/sys/class/dmi/id").join(f)).ok())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for (needle, name) in [
+        ("KVM", "kvm"),
+        ("QEMU", "qemu"),
+        ("VMware", "vmware"),
+        ("Microsoft", "microsoft"),
+        ("innotek", "oracle"),
+        ("VirtualBox", "oracle"),
+        ("Xen", "xen"),
+        ("Amazon EC2", "amazon"),
+        ("Parallels", "parallels"),
+        ("Google Compute Engine", "google"),
+    ] {
+        if vendor.contains(needle) {
+            return name.into();
+        }
+    }
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    if cpuinfo
+        .lines()
+        .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "hypervisor"))
+    {
+        return "vm-other".into();
+    }
+    "none".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_from_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let passwd = dir.path().join("passwd");
+        let group = dir.path().join("group");
+        fs::write(
+            &passwd,
+            "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/a:/bin/sh\nbroken\n",
+        )
+        .expect("write");
+        fs::write(&group, "root:x:0:\ndisk:x:6:\n").expect("write");
+        let a = Accounts::from_files(&passwd, &group);
+        assert_eq!(a.user("alice"), Some(1000));
+        assert_eq!(a.user("nobody-here"), None);
+        assert_eq!(a.group("disk"), Some(6));
+        let empty = Accounts::from_files(Path::new("/nonexistent"), Path::new("/nonexistent"));
+        assert_eq!(empty.user("root"), Some(0));
+    }
+
+    #[test]
+    fn sysctl_names() {
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_forward"),
+            Some(PathBuf::from("/proc/sys/net/ipv4/ip_forward"))
+        );
+        assert_eq!(
+            sysctl_path("net/ipv4/conf/eth0.1/rp_filter"),
+            Some(PathBuf::from("/proc/sys/net/ipv4/conf/eth0.1/rp_filter"))
+        );
+        assert_eq!(sysctl_path("../../etc/passwd"), None);
+    }
+}
