@@ -10,6 +10,7 @@
 //! ```
 
 pub mod db;
+pub mod links;
 pub mod nodes;
 pub mod policy;
 pub mod process;
@@ -182,7 +183,17 @@ pub fn run(config: Config, policy: Arc<dyn Policy>, reload: Reload) -> Result<()
     let fs =
         DirFs::open(&config.dev).map_err(setup(format!("opening {}", config.dev.display())))?;
     info!("policy: {}", policy.describe());
-    let processor = Arc::new(Processor::new(policy, fs, db));
+    let links = match links::LinkClaims::open(&config.run) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            error!(
+                "{}: cannot keep symlink claims ({e}); the last device to claim a link gets it",
+                config.run.join("links").display()
+            );
+            None
+        }
+    };
+    let processor = Arc::new(Processor::new(policy, fs, db, links));
     let pool = Pool::new(processor, config.workers).map_err(setup("starting workers"))?;
     let listener = KernelListener::open(&ListenerOptions {
         recv_buffer: config.recv_buffer,

@@ -5,6 +5,7 @@
 //! back a [`Processed`] — the seam publishers consume.
 
 use super::db::{event_device_id, Db, DeviceRecord, NodeRecord};
+use super::links::{Claim, LinkClaims};
 use super::nodes::{DevFs, NodeKind, NodePath, NodeSpec, Nodes};
 use super::policy::Policy;
 use super::queue::{Job, Origin};
@@ -74,15 +75,64 @@ pub struct Processor<F> {
     policy: RwLock<Arc<dyn Policy>>,
     nodes: Nodes<F>,
     db: Db,
+    links: Option<LinkClaims>,
 }
 
 impl<F: DevFs> Processor<F> {
-    /// A processor applying `policy`, managing nodes on `fs`, recording in `db`.
-    pub fn new(policy: Arc<dyn Policy>, fs: F, db: Db) -> Processor<F> {
+    /// A processor applying `policy`, managing nodes on `fs`, recording in `db`, arbitrating
+    /// shared symlinks through `links` (without it, the last device to claim a link gets it).
+    pub fn new(policy: Arc<dyn Policy>, fs: F, db: Db, links: Option<LinkClaims>) -> Processor<F> {
         Processor {
             policy: RwLock::new(policy),
             nodes: Nodes::new(fs),
             db,
+            links,
+        }
+    }
+
+    /// Claims `link` (if `claim`) and points it at the winning claimant's node.
+    fn point_link(
+        &self,
+        link: &NodePath,
+        claim: Option<&Claim>,
+        own: &NodePath,
+    ) -> Result<(), String> {
+        let target = match (&self.links, claim) {
+            (Some(links), Some(claim)) => {
+                let winner = links
+                    .claim(link, claim)
+                    .map_err(|e| format!("link claim {}: {e}", link.as_str()))?;
+                NodePath::new(&winner.target)
+                    .map_err(|e| format!("link claim {}: bad target: {e}", link.as_str()))?
+            }
+            _ => own.clone(),
+        };
+        self.nodes
+            .ensure_symlink(link, &target)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Gives up device `id`'s claim on `link` (pointing at `own`): the link moves to the next
+    /// claimant, or goes.
+    fn drop_link(&self, link: &NodePath, id: &str, own: &NodePath) -> Result<(), String> {
+        let winner = match &self.links {
+            Some(links) => links
+                .release(link, id)
+                .map_err(|e| format!("link claim {}: {e}", link.as_str()))?,
+            None => None,
+        };
+        match winner.and_then(|w| NodePath::new(&w.target).ok()) {
+            Some(target) => self
+                .nodes
+                .ensure_symlink(link, &target)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => self
+                .nodes
+                .remove_symlink(link, own)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -229,15 +279,23 @@ impl<F: DevFs> Processor<F> {
             }
         }
 
-        // Symlinks: the policy's, pointing at the node; stale ones removed.
+        // Symlinks: claimed with the policy's priority; each points at the winning claimant.
+        let id = event_device_id(event);
         let mut symlinks = Vec::new();
         if let Some(node) = &node {
             for link in &decision.symlinks {
                 match NodePath::new(link) {
-                    Ok(link) => match self.nodes.ensure_symlink(&link, &node.spec.path) {
-                        Ok(_) => symlinks.push(link),
-                        Err(e) => out.errors.push(format!("{}: {e}", Self::context(event))),
-                    },
+                    Ok(link) => {
+                        let claim = Claim {
+                            id: id.clone(),
+                            priority: decision.link_priority,
+                            target: node.spec.path.as_str().to_owned(),
+                        };
+                        match self.point_link(&link, Some(&claim), &node.spec.path) {
+                            Ok(()) => symlinks.push(link),
+                            Err(e) => out.errors.push(format!("{}: {e}", Self::context(event))),
+                        }
+                    }
                     Err(reason) => out.errors.push(format!(
                         "{}: refusing symlink name {link:?}: {reason}",
                         Self::context(event)
@@ -247,8 +305,9 @@ impl<F: DevFs> Processor<F> {
         }
         if let Some(old) = previous {
             if let Some(old_node) = &old.node {
+                let old_id = old.id();
                 for link in old.symlinks.iter().filter(|l| !symlinks.contains(l)) {
-                    if let Err(e) = self.nodes.remove_symlink(link, &old_node.spec.path) {
+                    if let Err(e) = self.drop_link(link, &old_id, &old_node.spec.path) {
                         out.errors.push(format!("{}: {e}", Self::context(event)));
                     }
                 }
@@ -264,7 +323,6 @@ impl<F: DevFs> Processor<F> {
             tags: decision.tags.clone(),
             properties,
         };
-        let id = event_device_id(event);
         // A repeated event that changes nothing (a `change` with the same variables) needs no
         // rewrite.
         let unchanged = previous.is_some_and(|p| *p == record && p.id() == id);
@@ -317,8 +375,9 @@ impl<F: DevFs> Processor<F> {
                     created_dirs,
                 }) = &old.node
                 {
+                    let old_id = old.id();
                     for link in &old.symlinks {
-                        if let Err(e) = self.nodes.remove_symlink(link, &node.path) {
+                        if let Err(e) = self.drop_link(link, &old_id, &node.path) {
                             out.errors.push(format!("{ctx}: {e}"));
                         }
                     }

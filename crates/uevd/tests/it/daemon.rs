@@ -40,7 +40,19 @@ impl Daemon {
             dev.path().display().to_string(),
             "--run".into(),
             run.path().display().to_string(),
+            "--modprobe".into(),
+            "none".into(),
         ];
+        // The core tests run without rules (kernel defaults) unless they bring their own.
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--rules") || *a == "--builtin-rules" || *a == "--mdev-conf")
+        {
+            let empty = run.path().join("no-rules");
+            std::fs::create_dir_all(&empty).expect("create empty rules dir");
+            args.push("--rules".into());
+            args.push(empty.display().to_string());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut child = spawn(&args);

@@ -9,4 +9,5 @@ mod cli;
 mod daemon;
 mod monitor;
 mod ordering;
+mod rules;
 mod util;
