@@ -119,7 +119,8 @@ BROKEN_KEY=="1", MODE="0666"
             transcript.contains("50-test.rules:9:1: error: invalid key 'BROKEN_KEY'"),
             "the broken line is reported with file:line:column\n{transcript}"
         );
-    });
+    })
+    .unwrap();
 }
 
 #[test]
@@ -146,7 +147,8 @@ fn a_shared_link_moves_to_the_next_claimant_when_the_winner_goes() {
         assert!(ls.contains(&"disk/shared -> ../vda".to_string()), "{ls:#?}");
         assert!(!ls.iter().any(|l| l.starts_with("vdb ")), "{ls:#?}");
         d.stop();
-    });
+    })
+    .unwrap();
 }
 
 #[test]
@@ -184,7 +186,8 @@ fn reload_swaps_rules_and_a_bad_reload_keeps_the_good_lines() {
             std::thread::sleep(Duration::from_millis(20));
         }
         d.stop();
-    });
+    })
+    .unwrap();
 }
 
 #[test]
@@ -216,7 +219,8 @@ fn mdev_conf_renames_links_and_runs_commands() {
         }
         assert_eq!(wait_for_file(&out), "usb-serial/0 add\n");
         d.stop();
-    });
+    })
+    .unwrap();
 }
 
 #[test]
