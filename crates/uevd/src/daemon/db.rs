@@ -54,6 +54,9 @@ pub struct DeviceRecord {
     pub tags: Vec<String>,
     /// Properties: the kernel's (without ACTION/SEQNUM), then the policy's.
     pub properties: Vec<(String, String)>,
+    /// The node is watched for writers closing it (`OPTIONS+="watch"`); kept so watches
+    /// survive a restart.
+    pub watch: bool,
 }
 
 /// Why the database could not be read or written.
@@ -174,6 +177,9 @@ impl DeviceRecord {
         for t in &self.tags {
             let _ = writeln!(out, "G:{}", escape(t));
         }
+        if self.watch {
+            let _ = writeln!(out, "W:1");
+        }
         for (k, v) in &self.properties {
             let _ = writeln!(out, "E:{}={}", escape(k), escape(v));
         }
@@ -195,6 +201,7 @@ impl DeviceRecord {
             symlinks: Vec::new(),
             tags: Vec::new(),
             properties: Vec::new(),
+            watch: false,
         };
         let mut dirs = Vec::new();
         for (i, line) in text.lines().enumerate() {
@@ -225,6 +232,7 @@ impl DeviceRecord {
                         .map_err(|e| corrupt(n, format!("bad symlink {value:?}: {e}")))?,
                 ),
                 "G" => rec.tags.push(value),
+                "W" => rec.watch = value == "1",
                 "E" => {
                     let (k, v) = value
                         .split_once('=')
@@ -448,6 +456,7 @@ mod tests {
                 ("MINOR".into(), "67".into()),
                 ("ODD".into(), "a\\b\nc=d".into()),
             ],
+            watch: true,
         }
     }
 

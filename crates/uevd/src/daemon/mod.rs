@@ -18,6 +18,7 @@ pub mod queue;
 pub mod reconcile;
 pub mod rules;
 mod server;
+pub mod watch;
 pub mod workers;
 
 use crate::signals::Termination;
@@ -122,6 +123,7 @@ const LISTENER: u64 = 0;
 const SIGNALS: u64 = 1;
 const WORKERS: u64 = 2;
 const CONTROL: u64 = 3;
+const WATCHES: u64 = 4;
 /// Control client tokens start here.
 const CLIENTS: u64 = 16;
 
@@ -145,6 +147,9 @@ struct Daemon {
     listener: KernelListener,
     sysfs: Sysfs,
     known: HashMap<String, Arc<DeviceRecord>>,
+    watches: Option<watch::NodeWatches>,
+    /// UUIDs of the synthetic changes the watches asked for (newest last, bounded).
+    watch_uuids: std::collections::VecDeque<String>,
     server: ControlServer,
     epoll: rustix::fd::OwnedFd,
     reload: Reload,
@@ -205,8 +210,25 @@ pub fn run(config: Config, policy: Arc<dyn Policy>, reload: Reload) -> Result<()
     // A stale socket from a previous run would make clients think we are ready.
     let _ = std::fs::remove_file(server.path());
 
+    let mut watches = match watch::NodeWatches::new(&config.dev, &config.sysfs) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            error!("cannot watch device nodes (inotify: {e}); OPTIONS+=\"watch\" is ignored");
+            None
+        }
+    };
+    if let Some(w) = &mut watches {
+        for (devpath, record) in &known {
+            if let Err(e) = w.update(devpath, Some(record)) {
+                warn!("{devpath}: cannot watch its node again: {e}");
+            }
+        }
+    }
+
     let mut daemon = Daemon {
         sysfs: Sysfs::new(&config.sysfs),
+        watches,
+        watch_uuids: std::collections::VecDeque::new(),
         config,
         stats: Stats::default(),
         queue: Queue::new(),
@@ -233,6 +255,9 @@ pub fn run(config: Config, policy: Arc<dyn Policy>, reload: Reload) -> Result<()
     daemon.watch(&daemon.pool, WORKERS)?;
     if let Some(term) = &term {
         daemon.watch(term, SIGNALS)?;
+    }
+    if let Some(w) = &daemon.watches {
+        daemon.watch(w, WATCHES)?;
     }
     info!(
         "listening to kernel uevents (receive buffer {} bytes), {} worker(s)",
@@ -298,6 +323,7 @@ impl Daemon {
                         }
                     }
                     CONTROL => self.accept(),
+                    WATCHES => self.node_closed(),
                     token => {
                         // Like udevd's idle-priority control handler: uevents already in the
                         // socket are queued before a request (settle!) is answered.
@@ -350,6 +376,14 @@ impl Daemon {
         let devpath = p.event.devpath().to_owned();
         if let Some(old) = p.event.devpath_old() {
             self.known.remove(old);
+            if let Some(w) = &mut self.watches {
+                let _ = w.update(old, None);
+            }
+        }
+        if let Some(w) = &mut self.watches {
+            if let Err(e) = w.update(&devpath, p.record.as_deref()) {
+                error!("{} {devpath}: cannot watch its node: {e}", p.event.action());
+            }
         }
         match &p.record {
             Some(record) => {
@@ -371,6 +405,29 @@ impl Daemon {
             );
         }
         self.server.processed(&p);
+    }
+
+    /// A writer closed a watched node: ask the kernel for a synthetic `change`.
+    fn node_closed(&mut self) {
+        let Some(w) = &mut self.watches else { return };
+        for devpath in w.closed_after_write() {
+            let result = watch::new_uuid().and_then(|uuid| {
+                w.request_change(&devpath, &uuid)?;
+                Ok(uuid)
+            });
+            match result {
+                Ok(uuid) => {
+                    debug!("{devpath}: node closed after writing; requested change {uuid}");
+                    if self.watch_uuids.len() >= 1024 {
+                        self.watch_uuids.pop_front();
+                    }
+                    self.watch_uuids.push_back(uuid);
+                }
+                Err(e) => error!(
+                    "{devpath}: node closed after writing, but requesting a change failed: {e}"
+                ),
+            }
+        }
     }
 
     /// Readiness, settle answers, and clearing the degraded state, after anything moved.
@@ -474,6 +531,7 @@ impl Daemon {
 
     fn enqueue_kernel(&mut self, event: Uevent) {
         self.stats.received += 1;
+        let event = self.mark_watch_event(event);
         if crate::log::enabled(crate::log::Level::Debug) {
             debug!(
                 "received {} {} (seq {})",
@@ -483,6 +541,35 @@ impl Daemon {
             );
         }
         self.queue.push(event, Origin::Kernel);
+    }
+
+    /// The kernel only accepts alphanumeric keys in synthetic arguments, so watches ask for
+    /// `change <uuid> UDEVWATCH=1`. When that event comes back with a UUID this daemon issued,
+    /// it gets `SYNTH_ARG_UDEV_WATCH=1` too — the property udev's rules look for — which no
+    /// other writer of `uevent` files can obtain.
+    fn mark_watch_event(&mut self, event: Uevent) -> Uevent {
+        let Some(uuid) = event.synth_uuid() else {
+            return event;
+        };
+        let Some(i) = self.watch_uuids.iter().position(|u| u == uuid) else {
+            return event;
+        };
+        self.watch_uuids.remove(i);
+        let mut b =
+            uevd_wire::UeventBuilder::new(event.action(), event.devpath(), event.subsystem());
+        for (k, v) in event.iter() {
+            if !matches!(k, "ACTION" | "DEVPATH" | "SUBSYSTEM" | "SEQNUM") {
+                b.var(k, v);
+            }
+        }
+        b.var("SYNTH_ARG_UDEV_WATCH", "1");
+        match b.seqnum(event.seqnum()).build() {
+            Ok(marked) => marked,
+            Err(e) => {
+                warn!("{}: cannot mark the watch event: {e}", event.devpath());
+                event
+            }
+        }
     }
 
     fn recv_error(&mut self, e: uevd_netlink::RecvError) -> Result<(), DaemonError> {

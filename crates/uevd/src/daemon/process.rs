@@ -322,6 +322,7 @@ impl<F: DevFs> Processor<F> {
             symlinks,
             tags: decision.tags.clone(),
             properties,
+            watch: decision.watch,
         };
         // A repeated event that changes nothing (a `change` with the same variables) needs no
         // rewrite.

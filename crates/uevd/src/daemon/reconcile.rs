@@ -139,6 +139,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).into(), (*v).into()))
                 .collect(),
+            watch: false,
         })
     }
 

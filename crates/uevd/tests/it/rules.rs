@@ -338,3 +338,67 @@ fn verify_rules_exit_status_tells() {
         Some(1)
     );
 }
+
+#[test]
+fn a_watched_node_closed_after_writing_yields_a_synthetic_change_also_after_a_restart() {
+    const LOOP0: &str = "/sys/devices/virtual/block/loop0/uevent";
+    assert!(Path::new(LOOP0).exists(), "needs loop0 (modprobe loop)");
+    in_private_netns(|| {
+        let work = tempfile::tempdir().unwrap();
+        let seen = work.path().join("seen");
+        let rules = work.path().join("watch.rules");
+        std::fs::write(
+            &rules,
+            format!(
+                "KERNEL==\"loop0\", OPTIONS+=\"watch\"\nKERNEL==\"loop0\", ENV{{SYNTH_ARG_UDEV_WATCH}}==\"1\", ENV{{SYNTH_ARG_UDEVWATCH}}==\"1\", RUN+=\"/bin/sh -c 'echo $$SYNTH_UUID >> {}'\"\n",
+                seen.display()
+            ),
+        )
+        .unwrap();
+        let rules_arg = rules.display().to_string();
+        let args = ["--no-coldplug", "--rules", &rules_arg];
+        let d = Daemon::start(Path::new("/sys"), &args);
+        let (code, _, err) = d.client(
+            "trigger",
+            &["--sysfs", "/sys", "--subsystem-match", "block", "--sysname-match", "loop0", "--wait"],
+        );
+        assert_eq!(code, 0, "{err}");
+        let node = d.dev.path().join("loop0");
+        let count = |want: usize| {
+            let deadline = Instant::now() + TIMEOUT;
+            loop {
+                let lines = std::fs::read_to_string(&seen).unwrap_or_default().lines().count();
+                if lines >= want {
+                    return lines;
+                }
+                assert!(Instant::now() < deadline, "no watch event #{want}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        assert!(!seen.exists(), "no synthetic change before a writer closes the node");
+        drop(std::fs::OpenOptions::new().write(true).open(&node).unwrap());
+        assert_eq!(count(1), 1);
+        // Opening for reading only does not count, and a forged request (right argument, a
+        // UUID the daemon did not issue) does not pass for a watch event.
+        drop(std::fs::File::open(&node).unwrap());
+        let (code, _, err) = d.client(
+            "trigger",
+            &["--sysfs", "/sys", "--subsystem-match", "block", "--sysname-match", "loop0", "--env", "UDEVWATCH=1", "--wait"],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read_to_string(&seen).unwrap().lines().count(), 1);
+        // The watch is in the database: a restarted daemon watches again without any event.
+        let (dev, run, _) = d.stop();
+        let record = std::fs::read_to_string(run.path().join("db/b7:0")).unwrap();
+        assert!(record.contains("W:1\n"), "{record}");
+        let d = Daemon::start_in(Path::new("/sys"), dev, run, &args);
+        drop(std::fs::OpenOptions::new().write(true).open(&node).unwrap());
+        assert_eq!(count(2), 2);
+        let uuids = std::fs::read_to_string(&seen).unwrap();
+        let uuids: Vec<&str> = uuids.lines().collect();
+        assert_ne!(uuids[0], uuids[1], "each request has its own UUID");
+        assert!(uuids.iter().all(|u| u.len() == 36), "{uuids:?}");
+        d.stop();
+    })
+    .unwrap();
+}
