@@ -186,6 +186,9 @@ pub enum Key {
     StringEscape(Escape),
     /// `OPTIONS+="db_persist"`
     DbPersist,
+    /// `OPTIONS+="if_exists=run|skip|error"` (a uevd extension, after vdev): what the `RUN`
+    /// programs added later on the line do when the device node existed before the event.
+    IfExists(ExistingNode),
     /// `OPTIONS+="watch"` / `"nowatch"`
     Watch(bool),
     /// `OPTIONS+="link_priority=N"`
@@ -234,6 +237,19 @@ pub enum Key {
     MdevNode,
     /// A command from an mdev.conf line (`@`, `$`, `*`; mdevd's `+`, `-`, `&`).
     MdevCommand(crate::mdev::MdevCommand),
+}
+
+/// What a `RUN` program does when the device's node already existed before the event (a
+/// duplicate `add`, a node left by devtmpfs or a previous run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExistingNode {
+    /// Run anyway (udev's behaviour, the default).
+    #[default]
+    Run,
+    /// Do not run, quietly.
+    Skip,
+    /// Do not run, and report an error naming the program.
+    Error,
 }
 
 /// `OPTIONS+="string_escape=…"`.

@@ -8,7 +8,7 @@
 //! daemon, `uevd test` (which records writes instead of doing them) and the unit tests share
 //! this code.
 
-use crate::ast::{AttrName, Builtin, Escape, Key, Line, Op, Rules, Token};
+use crate::ast::{AttrName, Builtin, Escape, ExistingNode, Key, Line, Op, Rules, Token};
 use crate::format::{parse_result_index, select_result_words, Subst, Template};
 use crate::mdev::{MdevCommand, MdevRule, NodeAction};
 use crate::pattern::Pattern;
@@ -140,8 +140,9 @@ impl Properties {
 /// One program or builtin to run after the event is processed (`RUN`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunItem {
-    /// `RUN{program}`: a command line, run without a shell.
-    Program(String),
+    /// `RUN{program}`: a command line, run without a shell, and what to do if the node
+    /// already existed.
+    Program(String, ExistingNode),
     /// `RUN{builtin}`.
     Builtin(Builtin, String),
     /// An mdev.conf command, with the `MDEV` value (the node name) it gets.
@@ -151,7 +152,7 @@ pub enum RunItem {
 impl RunItem {
     fn command(&self) -> &str {
         match self {
-            RunItem::Program(c) | RunItem::Builtin(_, c) => c,
+            RunItem::Program(c, _) | RunItem::Builtin(_, c) => c,
             RunItem::Mdev(c, _) => &c.command,
         }
     }
@@ -208,6 +209,8 @@ pub struct EventState {
     pub db_properties: Properties,
     finals: Finals,
     escape: Option<Escape>,
+    /// `OPTIONS+="if_exists=…"` of the current line.
+    if_exists: Option<ExistingNode>,
     /// The device the last line's parent keys matched (udev's `dev_parent`).
     parent: Option<DeviceInfo>,
     /// The mdev.conf rule of the current line and its submatches.
@@ -367,6 +370,7 @@ impl Evaluator<'_> {
     /// Returns true if every match passed (assignments done).
     fn apply_line(&mut self, line: &Line, state: &mut EventState) -> bool {
         state.escape = None;
+        state.if_exists = None;
         let mut parents_done = false;
         for (i, token) in line.tokens.iter().enumerate() {
             if token.key.is_parent_match() {
@@ -668,6 +672,7 @@ impl Evaluator<'_> {
         match &token.key {
             Key::StringEscape(e) => state.escape = Some(*e),
             Key::DbPersist => state.db_persist = true,
+            Key::IfExists(policy) => state.if_exists = Some(*policy),
             Key::Watch(on) => {
                 final_guard!(watch);
                 state.watch = Some(*on);
@@ -924,7 +929,7 @@ impl Evaluator<'_> {
                 let command = self.expand(t, state, false);
                 let item = match &token.key {
                     Key::RunBuiltin(b, _) => RunItem::Builtin(*b, command),
-                    _ => RunItem::Program(command),
+                    _ => RunItem::Program(command, state.if_exists.unwrap_or_default()),
                 };
                 self.note(line, token, &format!("run '{}'", item.command()));
                 if !state.run.iter().any(|r| r.command() == item.command()) {

@@ -9,7 +9,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::ast::{AttrName, Builtin, Escape, Key, Line, LineFlags, Op, RuleFile, Rules, Token};
+use crate::ast::{
+    AttrName, Builtin, Escape, ExistingNode, Key, Line, LineFlags, Op, RuleFile, Rules, Token,
+};
 use crate::format::Template;
 use crate::pattern::Pattern;
 
@@ -580,6 +582,20 @@ impl FileParser<'_> {
                             }
                         } else if let Some(name) = value.strip_prefix("static_node=") {
                             Key::StaticNode(name.into())
+                        } else if let Some(policy) = value.strip_prefix("if_exists=") {
+                            match policy {
+                                "run" => Key::IfExists(ExistingNode::Run),
+                                "skip" => Key::IfExists(ExistingNode::Skip),
+                                "error" => Key::IfExists(ExistingNode::Error),
+                                other => {
+                                    return err(
+                                        at,
+                                        format!(
+                                            "invalid if_exists '{other}': use run, skip or error"
+                                        ),
+                                    )
+                                }
+                            }
                         } else if let Some(level) = value.strip_prefix("log_level=") {
                             Key::LogLevel(level.into())
                         } else {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde_json::json;
+use uevd_rules::ast::ExistingNode;
 use uevd_rules::eval::{evaluate, EvalOptions, LogLevel, RunItem};
 use uevd_rules::load::Loaded;
 use uevd_rules::Severity;
@@ -164,7 +165,8 @@ pub fn test(args: &TestArgs) -> ExitCode {
         .run
         .iter()
         .map(|r| match r {
-            RunItem::Program(c) => c.clone(),
+            RunItem::Program(c, ExistingNode::Run) => c.clone(),
+            RunItem::Program(c, policy) => format!("{c} (if the node existed: {policy:?})"),
             RunItem::Builtin(_, c) => format!("builtin {c}"),
             RunItem::Mdev(when, c) => format!("mdev {when:?} {c}"),
         })

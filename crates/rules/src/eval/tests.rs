@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::ast::ExistingNode;
 use crate::parse::{parse_into, NameResolver};
 
 #[derive(Default)]
@@ -471,12 +472,15 @@ RUN+="/bin/d"
     assert_eq!(
         s.run,
         [
-            RunItem::Program("/bin/c".into()),
-            RunItem::Program("/bin/d".into())
+            RunItem::Program("/bin/c".into(), ExistingNode::Run),
+            RunItem::Program("/bin/d".into(), ExistingNode::Run)
         ]
     );
     let (s, _) = outcome("RUN+=\"/bin/a\", RUN{builtin}+=\"kmod load x\"\nRUN:=\"/bin/final\"\nRUN+=\"/bin/ignored\"\n");
-    assert_eq!(s.run, [RunItem::Program("/bin/final".into())]);
+    assert_eq!(
+        s.run,
+        [RunItem::Program("/bin/final".into(), ExistingNode::Run)]
+    );
 }
 
 #[test]
@@ -558,4 +562,19 @@ fn helpers() {
     assert_eq!(cmdline_value("a=1 b a=2", "a"), Some(Some("2")));
     assert_eq!(cmdline_value("a=1 b", "b"), Some(None));
     assert_eq!(cmdline_value("a=1 b", "c"), None);
+}
+
+#[test]
+fn if_exists_applies_to_run_on_its_line() {
+    let (s, _) = outcome(
+        "OPTIONS+=\"if_exists=skip\", RUN+=\"/bin/a\"\nRUN+=\"/bin/b\"\nOPTIONS+=\"if_exists=error\", RUN+=\"/bin/c\"\n",
+    );
+    assert_eq!(
+        s.run,
+        [
+            RunItem::Program("/bin/a".into(), ExistingNode::Skip),
+            RunItem::Program("/bin/b".into(), ExistingNode::Run),
+            RunItem::Program("/bin/c".into(), ExistingNode::Error),
+        ]
+    );
 }

@@ -54,8 +54,9 @@ pub trait Policy: Send + Sync {
         event: &Uevent,
         decision: &Decision,
         env: &[(String, String)],
+        node_existed: bool,
     ) -> Vec<String> {
-        let _ = (event, env);
+        let _ = (event, env, node_existed);
         decision
             .run
             .iter()

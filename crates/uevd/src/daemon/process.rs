@@ -211,6 +211,7 @@ impl<F: DevFs> Processor<F> {
 
         // The node, if the device has one and its name is acceptable.
         let mut node: Option<NodeRecord> = None;
+        let mut node_existed = false;
         let name = decision.name.as_deref().or(event.devname());
         let devnum = event
             .devnum()
@@ -260,6 +261,7 @@ impl<F: DevFs> Processor<F> {
                     }
                     match self.nodes.ensure_node(&spec) {
                         Ok(ensured) => {
+                            node_existed = !ensured.created;
                             let mut created_dirs = previous
                                 .and_then(|p| p.node.as_ref())
                                 .filter(|old| old.spec.path == spec.path)
@@ -343,7 +345,7 @@ impl<F: DevFs> Processor<F> {
         if !decision.run.is_empty() {
             let env = helper_env(event, &record);
             out.errors
-                .extend(policy.run_helpers(event, &decision, &env));
+                .extend(policy.run_helpers(event, &decision, &env, node_existed));
         }
         out.record = Some(Arc::new(record));
     }
@@ -366,8 +368,9 @@ impl<F: DevFs> Processor<F> {
                     }
                 }
             }
+            // `if_exists` is about nodes met when creating them; on remove the node is expected.
             out.errors
-                .extend(policy.run_helpers(event, &decision, &env));
+                .extend(policy.run_helpers(event, &decision, &env, false));
         }
         match out.previous.as_deref() {
             Some(old) => {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use uevd_rules::ast::Builtin;
+use uevd_rules::ast::{Builtin, ExistingNode};
 use uevd_rules::eval::{evaluate, EvalOptions, EventState, LogLevel, Properties, RunItem};
 use uevd_rules::load::{self, Loaded};
 use uevd_rules::mdev::Interpreter;
@@ -193,13 +193,29 @@ impl Policy for RulesPolicy {
         event: &Uevent,
         decision: &Decision,
         env: &[(String, String)],
+        node_existed: bool,
     ) -> Vec<String> {
         let ctx = format!("{} {}", event.action(), event.devpath());
         let env_iter = || env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let mut errors = Vec::new();
         for item in &decision.run {
             match item {
-                RunItem::Program(command) => {
+                RunItem::Program(command, policy) => {
+                    if node_existed {
+                        match policy {
+                            ExistingNode::Run => {}
+                            ExistingNode::Skip => {
+                                debug!("{ctx}: node existed before the event; skipping RUN '{command}'");
+                                continue;
+                            }
+                            ExistingNode::Error => {
+                                errors.push(format!(
+                                    "{ctx}: node existed before the event; not running '{command}' (if_exists=error)"
+                                ));
+                                continue;
+                            }
+                        }
+                    }
                     debug!("{ctx}: RUN '{command}'");
                     if let Err(e) = spawn::run(command, env_iter(), self.helper_timeout) {
                         errors.push(format!("{ctx}: RUN: {e}"));

@@ -402,3 +402,46 @@ fn a_watched_node_closed_after_writing_yields_a_synthetic_change_also_after_a_re
     })
     .unwrap();
 }
+
+#[test]
+fn helpers_can_skip_or_refuse_when_the_node_already_existed() {
+    in_private_netns(|| {
+        let sys = tree();
+        let work = tempfile::tempdir().unwrap();
+        let log = work.path().join("ran");
+        let rules = work.path().join("exist.rules");
+        std::fs::write(
+            &rules,
+            format!(
+                "SUBSYSTEM==\"block\", RUN+=\"/bin/sh -c 'echo run %k >> {log}'\"\n\
+                 SUBSYSTEM==\"block\", OPTIONS+=\"if_exists=skip\", RUN+=\"/bin/sh -c 'echo skip %k >> {log}'\"\n\
+                 SUBSYSTEM==\"block\", OPTIONS+=\"if_exists=error\", RUN+=\"/bin/sh -c 'echo error %k >> {log}'\"\n",
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        // vda's node is already there (as devtmpfs or an earlier run would have left it).
+        let dev = tempfile::tempdir().unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dev.path().join("vda"),
+            rustix::fs::FileType::BlockDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            rustix::fs::makedev(254, 0),
+        )
+        .unwrap();
+        let run = tempfile::tempdir().unwrap();
+        let rules_arg = rules.display().to_string();
+        let d = Daemon::start_in(sys.root(), dev, run, &["--rules", &rules_arg]);
+        d.settle();
+        let mut ran: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(str::to_owned).collect();
+        ran.sort();
+        assert_eq!(ran, ["error vdb", "run vda", "run vdb", "skip vdb"]);
+        let (_, _, transcript) = d.stop();
+        assert!(
+            transcript.contains("add /devices/virtual/block/vda: node existed before the event; not running '/bin/sh -c 'echo error vda"),
+            "{transcript}"
+        );
+    })
+    .unwrap();
+}
