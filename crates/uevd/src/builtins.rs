@@ -23,17 +23,28 @@ pub fn not_implemented(builtin: Builtin, devpath: &str) -> String {
     )
 }
 
-/// Parses a `kmod` builtin command line: `kmod load ALIAS…`. Returns the aliases.
-pub fn kmod_arguments(command: &str) -> Result<Vec<String>, String> {
-    let mut words = command.split_ascii_whitespace();
+/// True the first time a missing builtin is reported in this process: the daemon logs it once
+/// as an error (naming it) and at debug level afterwards, instead of once per device.
+pub fn first_report(builtin: Builtin) -> bool {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static REPORTED: AtomicU32 = AtomicU32::new(0);
+    let bit = 1u32 << (builtin as u32);
+    REPORTED.fetch_or(bit, Ordering::Relaxed) & bit == 0
+}
+
+/// Parses a `kmod` builtin command line: `kmod load [ALIAS…]`. Without aliases it loads the
+/// device's `MODALIAS` (udev's behaviour; `80-drivers.rules` relies on it). Returns the names,
+/// possibly none.
+pub fn kmod_arguments(command: &str, modalias: Option<&str>) -> Result<Vec<String>, String> {
+    let words = crate::spawn::split_command(command)
+        .ok_or_else(|| format!("'{command}': cannot parse the kmod command line"))?;
+    let mut words = words.into_iter();
     words.next(); // "kmod"
-    match words.next() {
+    match words.next().as_deref() {
         Some("load") => {
-            let modules: Vec<String> = words.map(str::to_owned).collect();
+            let modules: Vec<String> = words.filter(|w| !w.is_empty()).collect();
             if modules.is_empty() {
-                Err(format!(
-                    "'{command}': kmod load needs at least one module or alias"
-                ))
+                Ok(modalias.into_iter().map(str::to_owned).collect())
             } else {
                 Ok(modules)
             }
@@ -68,6 +79,9 @@ impl ModuleLoader {
 
     /// Queues names to load; returns at once.
     pub fn load(&self, names: Vec<String>) {
+        if names.is_empty() {
+            return;
+        }
         if let Ok(guard) = self.tx.lock() {
             if let Some(tx) = guard.as_ref() {
                 let _ = tx.send(names);
@@ -130,12 +144,16 @@ mod tests {
     #[test]
     fn kmod_arguments_parse() {
         assert_eq!(
-            kmod_arguments("kmod load a b"),
+            kmod_arguments("kmod load a 'b'", None),
             Ok(vec!["a".to_string(), "b".into()])
         );
-        assert!(kmod_arguments("kmod load").is_err());
         assert_eq!(
-            kmod_arguments("kmod unload x"),
+            kmod_arguments("kmod load", Some("pci:v1")),
+            Ok(vec!["pci:v1".to_string()])
+        );
+        assert_eq!(kmod_arguments("kmod load", None), Ok(vec![]));
+        assert_eq!(
+            kmod_arguments("kmod unload x", None),
             Err("'kmod unload x': unknown kmod command 'unload', only 'load' exists".to_string())
         );
     }

@@ -97,6 +97,10 @@ pub struct SystemHost<'a> {
     modules: Option<&'a Arc<ModuleLoader>>,
     dry_run: bool,
     helper_timeout: Duration,
+    /// Devices and attributes read during this event (sysfs reads are the bulk of rule
+    /// evaluation; a parent walk asks for the same ones on many lines).
+    devices: HashMap<String, Option<DeviceInfo>>,
+    attrs: HashMap<(String, String), Option<String>>,
     /// Writes recorded in dry-run mode (`path = value`).
     pub writes: Vec<String>,
     /// Messages for the daemon's log or `uevd test`'s output.
@@ -119,6 +123,8 @@ impl<'a> SystemHost<'a> {
             modules,
             dry_run: false,
             helper_timeout: Duration::from_secs(30),
+            devices: HashMap::new(),
+            attrs: HashMap::new(),
             writes: Vec::new(),
             messages: Vec::new(),
         }
@@ -164,8 +170,8 @@ impl<'a> SystemHost<'a> {
     }
 }
 
-impl Host for SystemHost<'_> {
-    fn device(&mut self, devpath: &str) -> Option<DeviceInfo> {
+impl SystemHost<'_> {
+    fn read_device(&self, devpath: &str) -> Option<DeviceInfo> {
         let device = self.sysfs.device(devpath).ok()??;
         let mut info = DeviceInfo {
             devpath: device.devpath.clone(),
@@ -184,9 +190,26 @@ impl Host for SystemHost<'_> {
         }
         Some(info)
     }
+}
+
+impl Host for SystemHost<'_> {
+    fn device(&mut self, devpath: &str) -> Option<DeviceInfo> {
+        if let Some(cached) = self.devices.get(devpath) {
+            return cached.clone();
+        }
+        let info = self.read_device(devpath);
+        self.devices.insert(devpath.to_owned(), info.clone());
+        info
+    }
 
     fn attr(&mut self, devpath: &str, name: &str) -> Option<String> {
-        self.sysfs.attr(devpath, name)
+        let key = (devpath.to_owned(), name.to_owned());
+        if let Some(cached) = self.attrs.get(&key) {
+            return cached.clone();
+        }
+        let value = self.sysfs.attr(devpath, name);
+        self.attrs.insert(key, value.clone());
+        value
     }
 
     fn find_device(&mut self, subsystem: &str, sysname: &str) -> Option<String> {
@@ -259,7 +282,7 @@ impl Host for SystemHost<'_> {
     ) -> Result<Vec<(String, String)>, String> {
         match builtin {
             Builtin::Kmod => {
-                let modules = builtins::kmod_arguments(command)?;
+                let modules = builtins::kmod_arguments(command, event.properties.get("MODALIAS"))?;
                 match self.modules {
                     Some(loader) if !self.dry_run => loader.load(modules),
                     _ => self.writes.push(format!("kmod load {}", modules.join(" "))),

@@ -221,19 +221,24 @@ impl Policy for RulesPolicy {
                         errors.push(format!("{ctx}: RUN: {e}"));
                     }
                 }
-                RunItem::Builtin(Builtin::Kmod, command) => match builtins::kmod_arguments(command)
-                {
-                    Ok(names) => match &self.modules {
-                        Some(loader) => loader.load(names),
-                        None => debug!("{ctx}: kmod {} (module loading disabled)", names.join(" ")),
-                    },
-                    Err(e) => errors.push(format!("{ctx}: RUN{{builtin}}: {e}")),
-                },
+                RunItem::Builtin(Builtin::Kmod, command) => {
+                    match builtins::kmod_arguments(command, event.get("MODALIAS")) {
+                        Ok(names) => match &self.modules {
+                            Some(loader) => loader.load(names),
+                            None => {
+                                debug!("{ctx}: kmod {} (module loading disabled)", names.join(" "))
+                            }
+                        },
+                        Err(e) => errors.push(format!("{ctx}: RUN{{builtin}}: {e}")),
+                    }
+                }
                 RunItem::Builtin(other, _) => {
-                    errors.push(format!(
-                        "{ctx}: RUN{{builtin}}: {}",
-                        builtins::not_implemented(*other, event.devpath())
-                    ));
+                    let message = builtins::not_implemented(*other, event.devpath());
+                    if builtins::first_report(*other) {
+                        errors.push(format!("{ctx}: RUN{{builtin}}: {message} (reported once)"));
+                    } else {
+                        debug!("{ctx}: RUN{{builtin}}: {message}");
+                    }
                 }
                 RunItem::Mdev(command, mdev) => {
                     if !command.when.applies_to(event.action().as_str()) {
