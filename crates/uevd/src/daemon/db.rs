@@ -469,7 +469,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("E:ODD=a\\\\b\\nc=d\n"), "{text}");
-        assert_eq!(text.lines().count(), 11);
+        assert!(text.contains("W:1\n"), "{text}");
+        assert_eq!(text.lines().count(), 12);
         assert_eq!(DeviceRecord::parse(&text, Path::new("x")).unwrap(), r);
         assert_eq!(r.id(), "c13:67");
     }
