@@ -110,15 +110,18 @@ impl Properties {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Sets `key`; an empty value removes it (udev's `ENV{KEY}=""`).
+    /// Sets `key` (an empty value is a value: only a literally empty `ENV{KEY}=""` removes).
     pub fn set(&mut self, key: &str, value: String) {
-        if value.is_empty() {
-            self.0.retain(|(k, _)| k != key);
-        } else if let Some(slot) = self.0.iter_mut().find(|(k, _)| k == key) {
+        if let Some(slot) = self.0.iter_mut().find(|(k, _)| k == key) {
             slot.1 = value;
         } else {
             self.0.push((key.to_owned(), value));
         }
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
     }
 
     /// All pairs, in the order they were first set.
@@ -468,9 +471,11 @@ impl Evaluator<'_> {
                 self.other_device_attr(&n)
             }
         };
+        // udev 252: a missing attribute fails the token whatever the operator.
         let Some(mut value) = value else {
-            return op == Op::NoMatch;
+            return false;
         };
+        let _ = op;
         if !pattern
             .source()
             .ends_with(|c: char| c.is_ascii_whitespace())
@@ -540,9 +545,8 @@ impl Evaluator<'_> {
                     Ok(mut output) => {
                         let trimmed = output.trim_end_matches('\n').len();
                         output.truncate(trimmed);
-                        if state.escape == Some(Escape::Replace) {
-                            output = replace_chars(&output, ALLOWED_INPUT);
-                        }
+                        // udev 252 always sanitises a PROGRAM result (newlines become spaces).
+                        output = replace_chars(&output, ALLOWED_INPUT);
                         self.note(line, token, &format!("result \"{output}\""));
                         state.program_result = Some(output);
                         true
@@ -750,10 +754,15 @@ impl Evaluator<'_> {
                     return;
                 }
                 if op == Op::Remove {
+                    // Only from this event's tags: TAGS (all tags ever set) is sticky in udev.
                     state.current_tags.retain(|t| *t != tag);
-                    state.all_tags.retain(|t| *t != tag);
-                } else if !state.current_tags.contains(&tag) {
-                    state.current_tags.push(tag);
+                } else {
+                    if !state.all_tags.contains(&tag) {
+                        state.all_tags.push(tag.clone());
+                    }
+                    if !state.current_tags.contains(&tag) {
+                        state.current_tags.push(tag);
+                    }
                 }
             }
             Key::Seclabel(module, t) => {
@@ -766,6 +775,15 @@ impl Evaluator<'_> {
                 state.seclabels.push((module.to_string(), label));
             }
             Key::EnvAssign(key, t) => {
+                // udev: only a literally empty value removes (and `+=` of nothing is nothing);
+                // a value that expands to nothing sets an empty property.
+                if t.source().is_empty() {
+                    if op != Op::Add {
+                        self.note(line, token, &format!("{key} removed"));
+                        state.properties.remove(key);
+                    }
+                    return;
+                }
                 let mut value = String::new();
                 if op == Op::Add {
                     if let Some(old) = state.properties.get(key) {
@@ -954,6 +972,10 @@ impl Evaluator<'_> {
             match piece {
                 crate::format::Piece::Literal(text) => out.push_str(text),
                 crate::format::Piece::Subst(subst, arg) => {
+                    // udev stops at a substitution that needs an argument and has none.
+                    if arg.is_none() && matches!(subst, Subst::Attr | Subst::Env) {
+                        break;
+                    }
                     value.clear();
                     self.substitute(*subst, arg.as_deref(), state, &mut value);
                     if replace_whitespace {

@@ -177,8 +177,16 @@ impl SystemHost<'_> {
             devpath: device.devpath.clone(),
             subsystem: (!device.subsystem.is_empty()).then(|| device.subsystem.clone()),
             driver: device.driver.clone(),
+            // As sd-device sees a device read from sysfs: DEVPATH and SUBSYSTEM are
+            // properties too (so `IMPORT{parent}="*"` copies them, as in udev).
             properties: Properties::from_pairs(
-                device.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                [
+                    ("DEVPATH", device.devpath.as_str()),
+                    ("SUBSYSTEM", device.subsystem.as_str()),
+                ]
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .chain(device.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
             ),
             tags: Vec::new(),
         };
@@ -251,6 +259,14 @@ impl Host for SystemHost<'_> {
     }
 
     fn cmdline(&mut self) -> Option<String> {
+        // As systemd: inside a container the "kernel command line" is PID 1's.
+        if matches!(
+            virtualization().as_str(),
+            "docker" | "podman" | "lxc" | "systemd-nspawn"
+        ) {
+            let raw = fs::read("/proc/1/cmdline").ok()?;
+            return Some(String::from_utf8_lossy(&raw).replace('\0', " "));
+        }
         fs::read_to_string("/proc/cmdline").ok()
     }
 

@@ -8,6 +8,7 @@
 mod cli;
 mod daemon;
 mod monitor;
+mod oracle;
 mod ordering;
 mod rules;
 mod util;
