@@ -10,6 +10,7 @@
 //! ```
 
 pub mod db;
+pub mod helpers;
 pub mod links;
 pub mod nodes;
 pub mod policy;
@@ -126,6 +127,8 @@ const CONTROL: u64 = 3;
 const WATCHES: u64 = 4;
 /// Control client tokens start here.
 const CLIENTS: u64 = 16;
+/// Running helpers' pidfd tokens start here (above any client token).
+const HELPERS: u64 = 1 << 40;
 
 /// Events parsed and queued at most; beyond this they wait in the kernel's receive buffer.
 const MAX_QUEUED: usize = 65_536;
@@ -148,6 +151,9 @@ struct Daemon {
     sysfs: Sysfs,
     known: HashMap<String, Arc<DeviceRecord>>,
     watches: Option<watch::NodeWatches>,
+    /// Events whose `RUN` helpers are running, by the running helper's token.
+    chains: HashMap<u64, helpers::Chain<Processed>>,
+    next_helper: u64,
     /// UUIDs of the synthetic changes the watches asked for (newest last, bounded).
     watch_uuids: std::collections::VecDeque<String>,
     server: ControlServer,
@@ -229,6 +235,8 @@ pub fn run(config: Config, policy: Arc<dyn Policy>, reload: Reload) -> Result<()
         sysfs: Sysfs::new(&config.sysfs),
         watches,
         watch_uuids: std::collections::VecDeque::new(),
+        chains: HashMap::new(),
+        next_helper: HELPERS,
         config,
         stats: Stats::default(),
         queue: Queue::new(),
@@ -288,7 +296,7 @@ impl Daemon {
         loop {
             self.dispatch();
             self.after_progress()?;
-            if self.stopping && self.pool.in_flight() == 0 {
+            if self.stopping && self.pool.in_flight() == 0 && self.chains.is_empty() {
                 info!(
                     "exiting: {} event(s) processed, {} left unprocessed (the next start reconciles them)",
                     self.stats.processed,
@@ -296,7 +304,17 @@ impl Daemon {
                 );
                 return Ok(());
             }
-            let timeout = self.resync_due.map(|due| {
+            let helper_due = self
+                .chains
+                .values()
+                .filter_map(|c| c.running.as_ref())
+                .map(|r| r.deadline())
+                .min();
+            let due = match (self.resync_due, helper_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = due.map(|due| {
                 let left = due.saturating_duration_since(Instant::now());
                 rustix::time::Timespec {
                     tv_sec: left.as_secs() as i64,
@@ -324,6 +342,7 @@ impl Daemon {
                     }
                     CONTROL => self.accept(),
                     WATCHES => self.node_closed(),
+                    token if token >= HELPERS => self.helper_exited(token),
                     token => {
                         // Like udevd's idle-priority control handler: uevents already in the
                         // socket are queued before a request (settle!) is answered.
@@ -333,6 +352,7 @@ impl Daemon {
                     }
                 }
             }
+            self.helper_deadlines();
             if self.resync_due.is_some_and(|due| due <= Instant::now()) {
                 self.resync_due = None;
                 self.sync_with_sysfs(Origin::Resync);
@@ -362,17 +382,7 @@ impl Daemon {
         }
     }
 
-    fn finish(&mut self, p: Processed) {
-        self.stats.processed += 1;
-        if !p.errors.is_empty() {
-            self.stats.errors += 1;
-            for e in &p.errors {
-                error!("{e}");
-            }
-        }
-        if p.refused_node {
-            self.stats.refused_nodes += 1;
-        }
+    fn finish(&mut self, mut p: Processed) {
         let devpath = p.event.devpath().to_owned();
         if let Some(old) = p.event.devpath_old() {
             self.known.remove(old);
@@ -393,6 +403,27 @@ impl Daemon {
                 self.known.remove(&devpath);
             }
         }
+        if p.helpers.is_empty() {
+            self.complete(p);
+        } else {
+            let jobs = std::mem::take(&mut p.helpers);
+            self.run_chain(helpers::Chain::new(p, jobs));
+        }
+    }
+
+    /// The event is fully done (helpers included): count it, log its problems, let related
+    /// events run and tell watchers.
+    fn complete(&mut self, p: Processed) {
+        self.stats.processed += 1;
+        if !p.errors.is_empty() {
+            self.stats.errors += 1;
+            for e in &p.errors {
+                error!("{e}");
+            }
+        }
+        if p.refused_node {
+            self.stats.refused_nodes += 1;
+        }
         // The device state is updated before the queue lets related events run.
         self.queue.finish(p.id);
         if crate::log::enabled(crate::log::Level::Debug) {
@@ -405,6 +436,47 @@ impl Daemon {
             );
         }
         self.server.processed(&p);
+    }
+
+    /// Starts the chain's next helper, or completes its event.
+    fn run_chain(&mut self, mut chain: helpers::Chain<Processed>) {
+        if !chain.advance() {
+            let mut p = chain.payload;
+            let ctx = format!("{} {}", p.event.action(), p.event.devpath());
+            p.errors
+                .extend(chain.errors.into_iter().map(|e| format!("{ctx}: RUN: {e}")));
+            self.complete(p);
+            return;
+        }
+        let token = self.next_helper;
+        self.next_helper += 1;
+        if let Some(running) = &chain.running {
+            if let Err(e) = self.watch(running, token) {
+                error!("cannot watch a helper: {e}; waiting for it");
+            }
+        }
+        self.chains.insert(token, chain);
+    }
+
+    fn helper_exited(&mut self, token: u64) {
+        let Some(mut chain) = self.chains.remove(&token) else {
+            return;
+        };
+        let result = chain.running.as_mut().and_then(helpers::Running::poll);
+        match result {
+            None => {
+                self.chains.insert(token, chain);
+            }
+            Some(result) => {
+                if let Some(running) = chain.running.take() {
+                    let _ = epoll::delete(&self.epoll, &running);
+                }
+                if let Err(e) = result {
+                    chain.errors.push(e);
+                }
+                self.run_chain(chain);
+            }
+        }
     }
 
     /// A writer closed a watched node: ask the kernel for a synthetic `change`.
@@ -430,6 +502,26 @@ impl Daemon {
         }
     }
 
+    /// Kills helpers past their deadline and moves their chains on.
+    fn helper_deadlines(&mut self) {
+        let now = Instant::now();
+        let late: Vec<u64> = self
+            .chains
+            .iter()
+            .filter(|(_, c)| c.running.as_ref().is_some_and(|r| r.deadline() <= now))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in late {
+            if let Some(mut chain) = self.chains.remove(&token) {
+                if let Some(running) = chain.running.take() {
+                    let _ = epoll::delete(&self.epoll, &running);
+                    chain.errors.push(running.kill());
+                }
+                self.run_chain(chain);
+            }
+        }
+    }
+
     /// Readiness, settle answers, and clearing the degraded state, after anything moved.
     fn after_progress(&mut self) -> Result<(), DaemonError> {
         if self.listener_paused && self.queue.pending() < MAX_QUEUED / 2 {
@@ -437,7 +529,7 @@ impl Daemon {
             self.drain_kernel()?;
             self.dispatch();
         }
-        let idle = self.queue.is_idle() && self.pool.in_flight() == 0;
+        let idle = self.queue.is_idle() && self.pool.in_flight() == 0 && self.chains.is_empty();
         if idle {
             self.queue.shrink();
         }
@@ -702,7 +794,7 @@ impl Daemon {
     }
 
     fn client_ready(&mut self, token: u64) {
-        let idle = self.queue.is_idle() && self.pool.in_flight() == 0;
+        let idle = self.queue.is_idle() && self.pool.in_flight() == 0 && self.chains.is_empty();
         let stats = self.stats_lines();
         for action in self.server.read(token, idle, &stats) {
             match action {
@@ -736,7 +828,7 @@ impl Daemon {
             format!("received {}", s.received),
             format!("processed {}", s.processed),
             format!("queued {}", self.queue.pending()),
-            format!("in_flight {}", self.pool.in_flight()),
+            format!("in_flight {}", self.pool.in_flight() + self.chains.len()),
             format!("rejected_senders {}", s.rejected_senders.max(l.foreign)),
             format!("malformed {}", s.malformed),
             format!("overflows {}", s.overflows),

@@ -5,6 +5,7 @@
 //! kernel's own suggestions, as mdev does with an empty `mdev.conf`.
 
 use super::db::DeviceRecord;
+use super::helpers::HelperJob;
 use uevd_wire::Uevent;
 
 /// What policy decided for one event. Empty fields mean "no opinion": the daemon then uses the
@@ -47,17 +48,19 @@ pub trait Policy: Send + Sync {
     /// A one-line description for logs and `reload` replies.
     fn describe(&self) -> String;
 
-    /// Runs the decision's helpers (`RUN`) once the node and symlinks exist, with `env` as
-    /// their environment. Returns one message per helper that failed.
-    fn run_helpers(
+    /// Turns the decision's `RUN` list into helpers for the event loop to run (after the node
+    /// and symlinks exist), with `env` as their environment; `node_existed` says the node was
+    /// already there before the event. Builtins happen here. Returns the helpers and one
+    /// message per item that cannot run.
+    fn plan_helpers(
         &self,
         event: &Uevent,
         decision: &Decision,
         env: &[(String, String)],
         node_existed: bool,
-    ) -> Vec<String> {
-        let _ = (event, env, node_existed);
-        decision
+    ) -> (Vec<HelperJob>, Vec<String>) {
+        let _ = (env, node_existed);
+        let errors = decision
             .run
             .iter()
             .map(|item| {
@@ -67,7 +70,8 @@ pub trait Policy: Send + Sync {
                     event.devpath()
                 )
             })
-            .collect()
+            .collect();
+        (Vec::new(), errors)
     }
 }
 

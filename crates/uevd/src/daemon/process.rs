@@ -5,6 +5,7 @@
 //! back a [`Processed`] — the seam publishers consume.
 
 use super::db::{event_device_id, Db, DeviceRecord, NodeRecord};
+use super::helpers::HelperJob;
 use super::links::{Claim, LinkClaims};
 use super::nodes::{DevFs, NodeKind, NodePath, NodeSpec, Nodes};
 use super::policy::Policy;
@@ -30,6 +31,8 @@ pub struct Processed {
     pub errors: Vec<String>,
     /// Whether a node name was refused as unsafe.
     pub refused_node: bool,
+    /// `RUN` helpers still to run; the event is done when they have.
+    pub helpers: Vec<HelperJob>,
 }
 
 /// Properties that describe one event rather than the device; not kept in the record.
@@ -171,6 +174,7 @@ impl<F: DevFs> Processor<F> {
             previous,
             errors: Vec::new(),
             refused_node: false,
+            helpers: Vec::new(),
         };
         if out.event.action() == Action::Remove {
             self.remove(&mut out);
@@ -344,8 +348,9 @@ impl<F: DevFs> Processor<F> {
         }
         if !decision.run.is_empty() {
             let env = helper_env(event, &record);
-            out.errors
-                .extend(policy.run_helpers(event, &decision, &env, node_existed));
+            let (jobs, errors) = policy.plan_helpers(event, &decision, &env, node_existed);
+            out.helpers = jobs;
+            out.errors.extend(errors);
         }
         out.record = Some(Arc::new(record));
     }
@@ -356,7 +361,8 @@ impl<F: DevFs> Processor<F> {
         let policy = self.policy();
         let decision = policy.decide(event, out.previous.as_deref());
         if !decision.run.is_empty() {
-            // Removal helpers run while the node still exists (udev's order).
+            // As in udev, removal helpers run once the node is gone (the event loop starts
+            // them after this), with the device's last properties in their environment.
             let mut env: Vec<(String, String)> = event
                 .iter()
                 .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into_owned()))
@@ -369,8 +375,9 @@ impl<F: DevFs> Processor<F> {
                 }
             }
             // `if_exists` is about nodes met when creating them; on remove the node is expected.
-            out.errors
-                .extend(policy.run_helpers(event, &decision, &env, false));
+            let (jobs, errors) = policy.plan_helpers(event, &decision, &env, false);
+            out.helpers = jobs;
+            out.errors.extend(errors);
         }
         match out.previous.as_deref() {
             Some(old) => {

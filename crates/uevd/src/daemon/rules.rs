@@ -16,10 +16,10 @@ use uevd_sysfs::Sysfs;
 use uevd_wire::Uevent;
 
 use super::db::DeviceRecord;
+use super::helpers::HelperJob;
 use super::policy::{Decision, Policy};
 use crate::builtins::{self, ModuleLoader};
 use crate::host::{Accounts, SystemHost};
-use crate::spawn;
 use crate::{debug, error, warn};
 
 /// Where a daemon's rules come from.
@@ -188,15 +188,15 @@ impl Policy for RulesPolicy {
         self.description.clone()
     }
 
-    fn run_helpers(
+    fn plan_helpers(
         &self,
         event: &Uevent,
         decision: &Decision,
         env: &[(String, String)],
         node_existed: bool,
-    ) -> Vec<String> {
+    ) -> (Vec<HelperJob>, Vec<String>) {
+        let mut jobs = Vec::new();
         let ctx = format!("{} {}", event.action(), event.devpath());
-        let env_iter = || env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let mut errors = Vec::new();
         for item in &decision.run {
             match item {
@@ -217,9 +217,11 @@ impl Policy for RulesPolicy {
                         }
                     }
                     debug!("{ctx}: RUN '{command}'");
-                    if let Err(e) = spawn::run(command, env_iter(), self.helper_timeout) {
-                        errors.push(format!("{ctx}: RUN: {e}"));
-                    }
+                    jobs.push(HelperJob {
+                        command: command.clone(),
+                        env: env.to_vec(),
+                        timeout: self.helper_timeout,
+                    });
                 }
                 RunItem::Builtin(Builtin::Kmod, command) => {
                     match builtins::kmod_arguments(command, event.get("MODALIAS")) {
@@ -244,19 +246,21 @@ impl Policy for RulesPolicy {
                     if !command.when.applies_to(event.action().as_str()) {
                         continue;
                     }
-                    let mut env: Vec<(&str, &str)> = env_iter().collect();
-                    env.push(("MDEV", mdev));
+                    let mut env = env.to_vec();
+                    env.push(("MDEV".into(), mdev.clone()));
                     let quoted = command.command.replace('\'', "'\\''");
                     let line = match command.interpreter {
                         Interpreter::Shell => format!("/bin/sh -c '{quoted}'"),
                         Interpreter::Execline => format!("execlineb -Pc '{quoted}'"),
                     };
-                    if let Err(e) = spawn::run(&line, env, self.helper_timeout) {
-                        errors.push(format!("{ctx}: mdev command: {e}"));
-                    }
+                    jobs.push(HelperJob {
+                        command: line,
+                        env,
+                        timeout: self.helper_timeout,
+                    });
                 }
             }
         }
-        errors
+        (jobs, errors)
     }
 }

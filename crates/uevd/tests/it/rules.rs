@@ -445,3 +445,37 @@ fn helpers_can_skip_or_refuse_when_the_node_already_existed() {
     })
     .unwrap();
 }
+
+#[test]
+fn helpers_run_beside_other_events_settle_waits_for_them_and_late_ones_are_killed() {
+    in_private_netns(|| {
+        let sys = tree();
+        let work = tempfile::tempdir().unwrap();
+        let log = work.path().join("log");
+        let rules = work.path().join("slow.rules");
+        std::fs::write(
+            &rules,
+            format!(
+                "KERNEL==\"vda\", RUN+=\"/bin/sh -c 'sleep 0.5; echo vda >> {log}'\"\n\
+                 KERNEL==\"vdb\", RUN+=\"/bin/sh -c 'echo vdb >> {log}'\"\n\
+                 KERNEL==\"ttyUSB0\", RUN+=\"/bin/sleep 30\", RUN+=\"/bin/sh -c 'echo after-timeout >> {log}'\"\n",
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        let rules_arg = rules.display().to_string();
+        let d = Daemon::start(sys.root(), &["--rules", &rules_arg, "--helper-timeout", "1"]);
+        // Readiness (coldplug done) and settle both wait for every helper.
+        d.settle();
+        let lines: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(str::to_owned).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[0], "vdb", "vdb's helper ran while vda's was still sleeping: {lines:?}");
+        assert!(lines.contains(&"vda".to_string()) && lines.contains(&"after-timeout".to_string()));
+        let (_, _, transcript) = d.stop();
+        assert!(
+            transcript.contains("RUN: '/bin/sleep' timed out after 1.0s and was killed"),
+            "{transcript}"
+        );
+    })
+    .unwrap();
+}
