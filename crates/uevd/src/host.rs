@@ -305,7 +305,17 @@ impl Host for SystemHost<'_> {
                 }
                 Ok(Vec::new())
             }
-            other => Err(builtins::not_implemented(other, &event.devpath)),
+            other => {
+                let message = builtins::not_implemented(other, &event.devpath);
+                // Named once as an error, then quietly (it would repeat for every device).
+                if builtins::first_report(other) {
+                    self.log(
+                        LogLevel::Error,
+                        &format!("IMPORT{{builtin}}: {message} (reported once)"),
+                    );
+                }
+                Err(message)
+            }
         }
     }
 

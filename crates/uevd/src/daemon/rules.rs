@@ -224,7 +224,16 @@ impl Policy for RulesPolicy {
                     });
                 }
                 RunItem::Builtin(Builtin::Kmod, command) => {
-                    match builtins::kmod_arguments(command, event.get("MODALIAS")) {
+                    match builtins::kmod_arguments(
+                        command,
+                        decision
+                            .properties
+                            .iter()
+                            .rev()
+                            .find(|(k, _)| k == "MODALIAS")
+                            .map(|(_, v)| v.as_str())
+                            .or(event.get("MODALIAS")),
+                    ) {
                         Ok(names) => match &self.modules {
                             Some(loader) => loader.load(names),
                             None => {

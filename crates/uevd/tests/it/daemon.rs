@@ -40,9 +40,11 @@ impl Daemon {
             dev.path().display().to_string(),
             "--run".into(),
             run.path().display().to_string(),
-            "--modprobe".into(),
-            "none".into(),
         ];
+        if !extra.contains(&"--modprobe") {
+            args.push("--modprobe".into());
+            args.push("none".into());
+        }
         // The core tests run without rules (kernel defaults) unless they bring their own.
         if !extra
             .iter()

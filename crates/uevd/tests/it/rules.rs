@@ -479,3 +479,53 @@ fn helpers_run_beside_other_events_settle_waits_for_them_and_late_ones_are_kille
     })
     .unwrap();
 }
+
+#[test]
+fn kmod_loads_through_modprobe_and_missing_builtins_are_named() {
+    in_private_netns(|| {
+        let sys = tree();
+        let work = tempfile::tempdir().unwrap();
+        let calls = work.path().join("modprobe-calls");
+        let modprobe = work.path().join("modprobe");
+        std::fs::write(&modprobe, format!("#!/bin/sh\necho \"$@\" >> {}\n", calls.display())).unwrap();
+        std::fs::set_permissions(&modprobe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let rules = work.path().join("builtins.rules");
+        std::fs::write(
+            &rules,
+            "KERNEL==\"vda\", RUN{builtin}+=\"kmod load virtio_blk crc32c\"\n\
+             KERNEL==\"vdb\", ENV{MODALIAS}=\"virtio:d00000002v00001AF4\", RUN{builtin}+=\"kmod load\"\n\
+             KERNEL==\"vd*\", IMPORT{builtin}=\"path_id\", ENV{NOT_REACHED}=\"1\"\n\
+             KERNEL==\"vd*\", RUN{builtin}+=\"uaccess\"\n",
+        )
+        .unwrap();
+        let (rules_arg, modprobe_arg) = (rules.display().to_string(), modprobe.display().to_string());
+        let d = Daemon::start(sys.root(), &["--rules", &rules_arg, "--modprobe", &modprobe_arg]);
+        d.settle();
+        let record = std::fs::read_to_string(d.run.path().join("db/b254:0")).unwrap();
+        assert!(!record.contains("NOT_REACHED"), "a failed IMPORT fails its line: {record}");
+        let (_, _, transcript) = d.stop();
+        // Module loading is batched in the background; stopping the daemon flushes nothing,
+        // so wait for the calls file.
+        let deadline = Instant::now() + TIMEOUT;
+        let names = loop {
+            let text = std::fs::read_to_string(&calls).unwrap_or_default();
+            let mut names: Vec<String> = text
+                .split_whitespace()
+                .filter(|w| !w.starts_with('-'))
+                .map(str::to_owned)
+                .collect();
+            names.sort();
+            if names.len() >= 3 || Instant::now() > deadline {
+                break names;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(names, ["crc32c", "virtio:d00000002v00001AF4", "virtio_blk"]);
+        assert!(
+            transcript.contains("builtin 'path_id' is not implemented"),
+            "{transcript}"
+        );
+        assert!(transcript.contains("builtin 'uaccess' is not implemented"), "{transcript}");
+    })
+    .unwrap();
+}
