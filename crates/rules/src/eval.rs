@@ -20,6 +20,13 @@ pub trait Host {
     fn device(&mut self, devpath: &str) -> Option<DeviceInfo>;
     /// A sysfs attribute of the device at `devpath`, as read (trailing newline included).
     fn attr(&mut self, devpath: &str, name: &str) -> Option<String>;
+    /// What uevd recorded about a device before (its database record: properties the rules
+    /// set, and tags). Only asked for by `TAGS` and `IMPORT{parent}`, so that a parent walk
+    /// reads sysfs alone.
+    fn device_record(&mut self, device: &DeviceInfo) -> Option<(Properties, Vec<String>)> {
+        let _ = device;
+        None
+    }
     /// The devpath of the device `subsystem`/`sysname`, for `[subsystem/sysname]attribute`.
     fn find_device(&mut self, subsystem: &str, sysname: &str) -> Option<String>;
     /// A kernel parameter under `/proc/sys` (`name` with `/` or `.` separators).
@@ -74,9 +81,10 @@ pub struct DeviceInfo {
     pub subsystem: Option<String>,
     /// The `driver` link's name.
     pub driver: Option<String>,
-    /// Its properties: the `uevent` file plus what its database record holds.
+    /// Its properties as sysfs gives them (`uevent` file, DEVPATH, SUBSYSTEM); see
+    /// [`Host::device_record`] for what the database adds.
     pub properties: Properties,
-    /// Its tags (from its database record).
+    /// Its tags, if known without asking the host (the event's own device).
     pub tags: Vec<String>,
 }
 
@@ -441,7 +449,16 @@ impl Evaluator<'_> {
             Key::ParentSubsystem(p) => p.matches_str(device.subsystem.as_deref()),
             Key::ParentDriver(p) => p.matches_str(device.driver.as_deref()),
             Key::ParentTag(p) => {
-                let any = device.tags.iter().any(|t| p.matches_str(Some(t)));
+                let any = if device.devpath == state.devpath {
+                    state.all_tags.iter().any(|t| p.matches_str(Some(t)))
+                } else {
+                    let tags = self
+                        .host
+                        .device_record(device)
+                        .map(|r| r.1)
+                        .unwrap_or_default();
+                    tags.iter().any(|t| p.matches_str(Some(t)))
+                };
                 return any == (token.op == Op::Match);
             }
             Key::ParentAttr(name, p) => {
@@ -618,7 +635,12 @@ impl Evaluator<'_> {
             }
             Key::ImportParent(pattern) => match parent_of(self.host, &state.devpath) {
                 None => false,
-                Some(parent) => {
+                Some(mut parent) => {
+                    if let Some((recorded, _)) = self.host.device_record(&parent) {
+                        for (k, v) in recorded.iter() {
+                            parent.properties.set(k, v.to_owned());
+                        }
+                    }
                     for (k, v) in parent.properties.iter() {
                         if pattern.matches_str(Some(k)) {
                             state.properties.set(k, v.to_owned());

@@ -173,7 +173,7 @@ impl<'a> SystemHost<'a> {
 impl SystemHost<'_> {
     fn read_device(&self, devpath: &str) -> Option<DeviceInfo> {
         let device = self.sysfs.device(devpath).ok()??;
-        let mut info = DeviceInfo {
+        let info = DeviceInfo {
             devpath: device.devpath.clone(),
             subsystem: (!device.subsystem.is_empty()).then(|| device.subsystem.clone()),
             driver: device.driver.clone(),
@@ -190,12 +190,6 @@ impl SystemHost<'_> {
             ),
             tags: Vec::new(),
         };
-        if let Some(record) = self.record_of(&info) {
-            for (k, v) in &record.properties {
-                info.properties.set(k, v.clone());
-            }
-            info.tags = record.tags.clone();
-        }
         Some(info)
     }
 }
@@ -218,6 +212,14 @@ impl Host for SystemHost<'_> {
         let value = self.sysfs.attr(devpath, name);
         self.attrs.insert(key, value.clone());
         value
+    }
+
+    fn device_record(&mut self, device: &DeviceInfo) -> Option<(Properties, Vec<String>)> {
+        let record = self.record_of(device)?;
+        Some((
+            Properties::from_pairs(record.properties.iter().cloned()),
+            record.tags,
+        ))
     }
 
     fn find_device(&mut self, subsystem: &str, sysname: &str) -> Option<String> {
