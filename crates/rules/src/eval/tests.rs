@@ -63,6 +63,10 @@ impl Host for FakeHost {
             .get(&(devpath.to_owned(), name.to_owned()))
             .cloned()
     }
+    fn device_record(&mut self, device: &DeviceInfo) -> Option<(Properties, Vec<String>)> {
+        let d = self.devices.get(&device.devpath)?;
+        Some((Properties::from_pairs([("FROM_DB", "yes")]), d.tags.clone()))
+    }
     fn find_device(&mut self, subsystem: &str, sysname: &str) -> Option<String> {
         self.devices
             .values()
@@ -577,4 +581,30 @@ fn if_exists_applies_to_run_on_its_line() {
             RunItem::Program("/bin/c".into(), ExistingNode::Error),
         ]
     );
+}
+
+#[test]
+fn parent_tags_and_recorded_properties_come_from_the_database() {
+    let mut host = usb_host();
+    if let Some(d) = host
+        .devices
+        .get_mut("/devices/pci0000:00/0000:00:01.0/usb1/1-1")
+    {
+        d.tags = vec!["seat".into()];
+    }
+    let mut state = disk_event("add");
+    state.all_tags = vec!["own".into()];
+    run(
+        "TAGS==\"seat\", ENV{T1}=\"%b\"\nTAGS==\"own\", ENV{T2}=\"%b\"\nTAGS==\"nope\", ENV{T3}=\"1\"\nIMPORT{parent}=\"FROM_DB\"\n",
+        &mut host,
+        &mut state,
+    );
+    assert_eq!(prop(&state, "T1").as_deref(), Some("1-1"));
+    assert_eq!(
+        prop(&state, "T2").as_deref(),
+        Some("sdb"),
+        "the device's own tags count first"
+    );
+    assert_eq!(prop(&state, "T3"), None);
+    assert_eq!(prop(&state, "FROM_DB").as_deref(), Some("yes"));
 }
