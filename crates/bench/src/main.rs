@@ -274,16 +274,11 @@ fn coldplug_real(b: &mut Bench) -> Result<()> {
         .collect();
     b.row(&what, "busybox mdev -s", ms(median(times?)));
 
-    let mut times = Vec::new();
-    for _ in 0..runs.min(5) {
-        fresh_dev_run()?;
-        let udevd = start_udevd()?;
-        let t = Instant::now();
-        sh("udevadm trigger --action=add >/dev/null 2>&1; udevadm settle -t 60")?;
-        times.push(t.elapsed().as_secs_f64());
-        stop(udevd);
-    }
-    b.row(&what, "systemd-udevd trigger+settle", ms(median(times)));
+    b.row(
+        &what,
+        "systemd-udevd trigger+settle",
+        ms(udevd_coldplug(runs)?),
+    );
     Ok(())
 }
 
@@ -320,6 +315,18 @@ fn coldplug_rules(b: &mut Bench) -> Result<()> {
         "uevd (spawn → ready)",
         format!("{} ({devices} devices)", ms(uevd)),
     );
+    let udevd = udevd_coldplug(runs)?;
+    b.row(
+        what,
+        "systemd-udevd trigger+settle",
+        format!("{} (uevd {:.1}× faster)", ms(udevd), udevd / uevd),
+    );
+    Ok(())
+}
+
+/// systemd-udevd's coldplug of the real /sys (its rules, fresh /dev and /run each time):
+/// `udevadm trigger --action=add` + `udevadm settle`, median seconds of up to 5 runs.
+fn udevd_coldplug(runs: usize) -> Result<f64> {
     let mut times = Vec::new();
     for _ in 0..runs.min(5) {
         fresh_dev_run()?;
@@ -329,13 +336,7 @@ fn coldplug_rules(b: &mut Bench) -> Result<()> {
         times.push(t.elapsed().as_secs_f64());
         stop(udevd);
     }
-    let udevd = median(times);
-    b.row(
-        what,
-        "systemd-udevd trigger+settle",
-        format!("{} (uevd {:.1}× faster)", ms(udevd), udevd / uevd),
-    );
-    Ok(())
+    Ok(median(times))
 }
 
 fn spawn_mdev() -> Result<Child> {

@@ -104,8 +104,7 @@ fn in_class(name: &[u8], x: u8) -> Option<bool> {
     })
 }
 
-/// Longest class name glibc looks at. (glibc also stops at `z`, which no class name has:
-/// its test is `c < 'a' || c >= 'z'`; hence the `a..=y` ranges below.)
+/// Longest class name glibc looks at.
 const CHAR_CLASS_MAX_LENGTH: usize = 256;
 
 /// A bracket expression starting at `start` (just after `[`), against byte `x`.
@@ -119,126 +118,60 @@ fn bracket(pat: &[u8], start: usize, x: u8) -> Bracket {
     let mut c = at(p);
     p += 1;
     loop {
-        if c == b'\\' {
+        // Each member: `Some(true)` matched `x`, `Some(false)` did not, `None` ill-formed
+        // (glibc then fails the whole match).
+        let hit = if c == b'\\' {
             if at(p) == 0 {
                 return Bracket::NoMatch;
             }
-            c = at(p);
+            let escaped = at(p);
             p += 1;
-            match normal(pat, &mut p, c, x) {
-                Some(true) => return skip_rest(pat, p, negate),
-                Some(false) => {}
-                None => return Bracket::NoMatch,
-            }
-            c = at(p);
-            p += 1;
+            normal(pat, &mut p, escaped, x)
         } else if c == b'[' && at(p) == b':' {
             let startp = p;
-            let mut name_len = 0;
-            let mut class_end = None;
-            loop {
-                if name_len == CHAR_CLASS_MAX_LENGTH {
-                    return Bracket::NoMatch;
-                }
-                p += 1;
-                let ch = at(p);
-                if ch == b':' && at(p + 1) == b']' {
-                    class_end = Some(p);
-                    p += 2;
-                    break;
-                }
-                if !(b'a'..=b'y').contains(&ch) {
-                    break;
-                }
-                name_len += 1;
-            }
-            match class_end {
-                Some(end) => {
-                    let Some(hit) = in_class(&pat[startp + 1..end], x) else {
-                        return Bracket::NoMatch;
-                    };
-                    if hit {
-                        return skip_rest(pat, p, negate);
-                    }
-                    c = at(p);
-                    p += 1;
-                }
-                None => {
-                    // Not a class name: `[` is an ordinary member.
+            match class_name(pat, &mut p) {
+                ClassName::Found(name) => match in_class(name, x) {
+                    Some(hit) => Some(hit),
+                    None => return Bracket::NoMatch,
+                },
+                ClassName::TooLong => return Bracket::NoMatch,
+                // Not a class name: `[` is an ordinary member.
+                ClassName::NotAName => {
                     p = startp;
-                    c = b'[';
-                    match normal(pat, &mut p, c, x) {
-                        Some(true) => return skip_rest(pat, p, negate),
-                        Some(false) => {}
-                        None => return Bracket::NoMatch,
-                    }
-                    c = at(p);
-                    p += 1;
+                    normal(pat, &mut p, b'[', x)
                 }
             }
         } else if c == b'[' && at(p) == b'=' {
-            let startp = p;
             let eq = at(p + 1);
             if eq == 0 || at(p + 2) != b'=' || at(p + 3) != b']' {
-                p = startp;
-                c = b'[';
-                match normal(pat, &mut p, c, x) {
-                    Some(true) => return skip_rest(pat, p, negate),
-                    Some(false) => {}
-                    None => return Bracket::NoMatch,
-                }
-                c = at(p);
-                p += 1;
+                normal(pat, &mut p, b'[', x)
             } else {
                 p += 4;
-                if x == eq {
-                    return skip_rest(pat, p, negate);
-                }
-                c = at(p);
-                p += 1;
+                Some(x == eq)
             }
         } else if c == 0 {
             return Bracket::Literal;
         } else if c == b'[' && at(p) == b'.' {
             // A collating symbol: only single characters exist in the C locale.
-            let startp = p;
-            let mut len = 0;
-            loop {
-                p += 1;
-                let ch = at(p);
-                if ch == b'.' && at(p + 1) == b']' {
-                    p += 2;
-                    break;
-                }
-                if ch == 0 {
-                    return Bracket::NoMatch;
-                }
-                len += 1;
-            }
-            if len != 1 {
+            let Some(sym) = collating_symbol(pat, &mut p) else {
                 return Bracket::NoMatch;
-            }
-            let sym = at(startp + 1);
+            };
             let is_range = at(p) == b'-' && at(p + 1) != 0;
             if !is_range && x == sym {
-                return skip_rest(pat, p, negate);
+                Some(true)
+            } else {
+                range(pat, &mut p, sym, x)
             }
-            match range(pat, &mut p, sym, x) {
-                Some(true) => return skip_rest(pat, p, negate),
-                Some(false) => {}
-                None => return Bracket::NoMatch,
-            }
-            c = at(p);
-            p += 1;
         } else {
-            match normal(pat, &mut p, c, x) {
-                Some(true) => return skip_rest(pat, p, negate),
-                Some(false) => {}
-                None => return Bracket::NoMatch,
-            }
-            c = at(p);
-            p += 1;
+            normal(pat, &mut p, c, x)
+        };
+        match hit {
+            Some(true) => return skip_rest(pat, p, negate),
+            Some(false) => {}
+            None => return Bracket::NoMatch,
         }
+        c = at(p);
+        p += 1;
         if c == b']' {
             return if negate {
                 Bracket::Match(p)
@@ -247,6 +180,55 @@ fn bracket(pat: &[u8], start: usize, x: u8) -> Bracket {
             };
         }
     }
+}
+
+enum ClassName<'a> {
+    Found(&'a [u8]),
+    NotAName,
+    TooLong,
+}
+
+/// Reads `[:name:]` with `p` at the `:`; on success `p` is after `:]`. glibc stops at any
+/// character outside `a..=y` (its test is `c < 'a' || c >= 'z'`, so no `z` — no class has one).
+fn class_name<'a>(pat: &'a [u8], p: &mut usize) -> ClassName<'a> {
+    let at = |i: usize| pat.get(i).copied().unwrap_or(0);
+    let start = *p + 1;
+    let mut len = 0;
+    loop {
+        if len == CHAR_CLASS_MAX_LENGTH {
+            return ClassName::TooLong;
+        }
+        *p += 1;
+        let ch = at(*p);
+        if ch == b':' && at(*p + 1) == b']' {
+            let name = &pat[start..*p];
+            *p += 2;
+            return ClassName::Found(name);
+        }
+        if !(b'a'..=b'y').contains(&ch) {
+            return ClassName::NotAName;
+        }
+        len += 1;
+    }
+}
+
+/// Reads `[.c.]` with `p` at the `.`; on success `p` is after `.]`. Only single characters
+/// exist in the C locale; anything else is ill-formed.
+fn collating_symbol(pat: &[u8], p: &mut usize) -> Option<u8> {
+    let at = |i: usize| pat.get(i).copied().unwrap_or(0);
+    let start = *p;
+    loop {
+        *p += 1;
+        let ch = at(*p);
+        if ch == b'.' && at(*p + 1) == b']' {
+            *p += 2;
+            break;
+        }
+        if ch == 0 {
+            return None;
+        }
+    }
+    (*p - start == 4).then(|| at(start + 1))
 }
 
 /// An ordinary member `c` (already read; `p` is just after it), possibly starting a range.
@@ -273,24 +255,7 @@ fn range(pat: &[u8], p: &mut usize, cold: u8, x: u8) -> Option<bool> {
     *p += 1;
     if cend == b'[' && at(*p) == b'.' {
         // A collating symbol as the range end.
-        let startp = *p;
-        let mut len = 0;
-        loop {
-            *p += 1;
-            let ch = at(*p);
-            if ch == b'.' && at(*p + 1) == b']' {
-                *p += 2;
-                break;
-            }
-            if ch == 0 {
-                return None;
-            }
-            len += 1;
-        }
-        if len != 1 {
-            return None;
-        }
-        cend = at(startp + 1);
+        cend = collating_symbol(pat, p)?;
     } else {
         if cend == b'\\' {
             cend = at(*p);
