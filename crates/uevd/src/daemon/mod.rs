@@ -130,6 +130,8 @@ const CLIENTS: u64 = 16;
 /// Running helpers' pidfd tokens start here (above any client token).
 const HELPERS: u64 = 1 << 40;
 
+/// Going idle after this many events since the last time returns free memory to the kernel.
+const TRIM_AFTER: u64 = 4096;
 /// Events parsed and queued at most; beyond this they wait in the kernel's receive buffer.
 const MAX_QUEUED: usize = 65_536;
 /// Overflows within this window count towards "degraded".
@@ -151,6 +153,8 @@ struct Daemon {
     sysfs: Sysfs,
     known: HashMap<String, Arc<DeviceRecord>>,
     watches: Option<watch::NodeWatches>,
+    /// `stats.processed` when memory was last handed back.
+    processed_at_trim: u64,
     /// Events whose `RUN` helpers are running, by the running helper's token.
     chains: HashMap<u64, helpers::Chain<Processed>>,
     next_helper: u64,
@@ -237,6 +241,7 @@ pub fn run(config: Config, policy: Arc<dyn Policy>, reload: Reload) -> Result<()
         watch_uuids: std::collections::VecDeque::new(),
         chains: HashMap::new(),
         next_helper: HELPERS,
+        processed_at_trim: 0,
         config,
         stats: Stats::default(),
         queue: Queue::new(),
@@ -530,8 +535,12 @@ impl Daemon {
             self.dispatch();
         }
         let idle = self.queue.is_idle() && self.pool.in_flight() == 0 && self.chains.is_empty();
-        if idle {
+        // After a burst (many events since the last time), give the memory back.
+        if idle && self.stats.processed >= self.processed_at_trim + TRIM_AFTER {
             self.queue.shrink();
+            self.known.shrink_to_fit();
+            crate::memory::release_free_memory();
+            self.processed_at_trim = self.stats.processed;
         }
         if !self.ready && idle && !self.stopping {
             self.become_ready()?;
