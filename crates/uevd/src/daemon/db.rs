@@ -1,12 +1,30 @@
-//! The device database under `RUN/db/`: one record per device, what uevd did for it.
+//! The device database under `RUN/db/`: what uevd did for each device.
 //!
 //! Records are what lets a restarted daemon know what it already did (so it neither redoes
-//! work nor leaves stale nodes behind), and what subscribers will query. Each is a small text
-//! file named by the device id udev uses (`b7:0`, `c10:200`, `n3`, `+subsystem:sysname`),
-//! written to a temporary file and renamed into place, so a crash or a full disk leaves either
-//! the old record or the new one, never half of one.
+//! work nor leaves stale nodes behind), and what subscribers will query. The daemon's memory
+//! holds the truth; the database is its durable image, kept as
 //!
-//! Format: one `K:value` line each, values escaped (`\\`, `\n`) so a line is always a line:
+//! - `RUN/db/journal`: every change appended as one framed, checksummed entry — a record
+//!   replacing the device's previous one, or a removal. Entries are buffered and written with
+//!   one `write` per turn of the event loop, so a burst of events costs one system call
+//!   rather than four file operations per device (temp file, write, close, rename: 20 µs per
+//!   event on tmpfs, three quarters of the daemon's time).
+//! - `RUN/db/snapshot`: every live record, written to a temporary file and renamed into
+//!   place when the journal has grown past the live data; the journal then starts again.
+//!
+//! Loading reads the snapshot, then replays the journal. A torn tail (a crash or a full disk
+//! in the middle of a write) fails its length or checksum: it and everything after it are
+//! dropped and reported, and the file is cut back to its last good entry, so nothing after
+//! it is appended behind garbage. A crash between renaming a snapshot and emptying the
+//! journal is harmless: replaying entries that the snapshot already holds ends in the same
+//! state, because each entry is a device's complete record.
+//!
+//! Entry framing (the id escaped like values; the sum is FNV-1a 64 of id and payload):
+//! ```text
+//! R <payload length> <sum, 16 hex digits> <id>\n<payload: the record's lines>
+//! X 0 <sum> <id>\n
+//! ```
+//! A record's lines (`K:value`, values escaped (`\\`, `\n`) so a line is always a line):
 //! ```text
 //! V:1                    format version
 //! P:/devices/…           devpath
@@ -16,11 +34,13 @@
 //! D:input                a directory created for the node (pruned on remove)
 //! S:disk/by-id/x         a symlink to the node
 //! G:seat                 a tag
+//! W:1                    the node is watched
 //! E:KEY=VALUE            a property (kernel's, then policy's)
 //! ```
 
 use super::nodes::{NodeKind, NodePath, NodeSpec};
 use rustix::fs::{Mode, OFlags};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
@@ -72,6 +92,18 @@ pub enum DbError {
         /// Why.
         #[source]
         source: io::Error,
+    },
+    /// A journal or snapshot ends in a damaged entry (a crash or a full disk mid-write).
+    #[error(
+        "device database: {path} is damaged at byte {offset}: dropped the last {dropped} byte(s)"
+    )]
+    Torn {
+        /// The file.
+        path: PathBuf,
+        /// Where the damage starts.
+        offset: u64,
+        /// Bytes dropped from there on.
+        dropped: u64,
     },
     /// A record that does not parse.
     #[error("device database: corrupt record {path}, line {line}: {what}")]
@@ -306,7 +338,7 @@ fn unescape(s: &str) -> Option<String> {
     Some(out)
 }
 
-/// `write` until everything is written (a full disk fails with ENOSPC, naming the record).
+/// `write` until everything is written (a full disk fails with ENOSPC).
 fn write_all(fd: &rustix::fd::OwnedFd, mut bytes: &[u8]) -> Result<(), rustix::io::Errno> {
     while !bytes.is_empty() {
         match rustix::io::write(fd, bytes) {
@@ -319,114 +351,365 @@ fn write_all(fd: &rustix::fd::OwnedFd, mut bytes: &[u8]) -> Result<(), rustix::i
     Ok(())
 }
 
-/// The database directory.
+/// FNV-1a, 64 bits: catches torn and zero-filled tails; not a defence against forgery (the
+/// directory is root's).
+fn checksum(id: &[u8], payload: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in id.iter().chain(payload) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Appends one entry: a record (`Some`) or a removal (`None`).
+fn append_entry(out: &mut Vec<u8>, id: &str, record: Option<&DeviceRecord>) {
+    let id = escape(id);
+    let payload = record.map(DeviceRecord::to_text).unwrap_or_default();
+    let sum = checksum(id.as_bytes(), payload.as_bytes());
+    let tag = if record.is_some() { 'R' } else { 'X' };
+    let _ = writeln!(Buf(out), "{tag} {} {sum:016x} {id}", payload.len());
+    out.extend_from_slice(payload.as_bytes());
+}
+
+/// `fmt::Write` into a byte buffer.
+struct Buf<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Buf<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// One entry read back.
+enum Entry {
+    Record(String, DeviceRecord),
+    Removal(String),
+}
+
+/// Reads the entries of `bytes` in order. Returns them, corrupt records (framed correctly but
+/// unreadable, e.g. from a newer uevd) as errors, and the length of the good prefix: where a
+/// torn or garbled entry starts, or `bytes.len()`.
+fn read_entries(bytes: &[u8], path: &Path) -> (Vec<Entry>, Vec<DbError>, usize) {
+    let mut entries = Vec::new();
+    let mut errors = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let Some(entry_len) = read_entry(&bytes[at..], path, &mut entries, &mut errors) else {
+            break;
+        };
+        at += entry_len;
+    }
+    (entries, errors, at)
+}
+
+/// Reads the entry at the start of `bytes`; `None` if it is torn or garbled.
+fn read_entry(
+    bytes: &[u8],
+    path: &Path,
+    entries: &mut Vec<Entry>,
+    errors: &mut Vec<DbError>,
+) -> Option<usize> {
+    let eol = bytes.iter().position(|&b| b == b'\n')?;
+    let header = std::str::from_utf8(&bytes[..eol]).ok()?;
+    let mut fields = header.splitn(4, ' ');
+    let (tag, len, sum, id) = (
+        fields.next()?,
+        fields.next()?.parse::<usize>().ok()?,
+        u64::from_str_radix(fields.next()?, 16).ok()?,
+        fields.next()?,
+    );
+    let payload = bytes.get(eol + 1..eol + 1 + len)?;
+    if checksum(id.as_bytes(), payload) != sum {
+        return None;
+    }
+    let id = unescape(id)?;
+    match tag {
+        "R" => {
+            let parsed = std::str::from_utf8(payload)
+                .map_err(|_| DbError::Corrupt {
+                    path: path.to_owned(),
+                    line: 0,
+                    what: format!("record {id} is not UTF-8"),
+                })
+                .and_then(|text| DeviceRecord::parse(text, &path.join(&id)));
+            match parsed {
+                Ok(record) => entries.push(Entry::Record(id, record)),
+                Err(e) => {
+                    errors.push(e);
+                    // What the record replaced is stale either way.
+                    entries.push(Entry::Removal(id));
+                }
+            }
+        }
+        "X" if len == 0 => entries.push(Entry::Removal(id)),
+        _ => return None,
+    }
+    Some(eol + 1 + len)
+}
+
+/// Entries not yet written, and where the journal stands.
+struct Journal {
+    file: rustix::fd::OwnedFd,
+    /// Bytes of good entries in the file.
+    len: u64,
+    /// Entries waiting for the next flush.
+    pending: Vec<u8>,
+    /// A flush failed and its entries were dropped: only a snapshot of the daemon's memory
+    /// makes the database whole again.
+    lost: bool,
+}
+
+/// Pending entries kept at most while writing fails (a full disk); beyond this they are
+/// dropped and the next snapshot restores the database from memory.
+const MAX_PENDING: usize = 16 << 20;
+/// The journal is compacted into a snapshot once it is this large…
+const COMPACT_MIN: u64 = 4 << 20;
+/// …and this many times the size of the live records.
+const COMPACT_RATIO: u64 = 2;
+
+/// The device database.
 pub struct Db {
     dir: PathBuf,
-    /// The directory, open: records are written relative to it (no path walk per write).
-    fd: rustix::fd::OwnedFd,
+    /// The directory, open: files are handled relative to it.
+    dirfd: rustix::fd::OwnedFd,
+    journal: std::sync::Mutex<Journal>,
 }
 
 impl Db {
-    /// Opens (creating if needed) `RUN/db`.
+    /// Opens (creating if needed) `RUN/db` and its journal.
     pub fn open(run: &Path) -> Result<Db, DbError> {
         let dir = run.join("db");
-        let io = |source| DbError::Io {
-            op: "create",
-            path: dir.clone(),
+        let io = |op, path: &Path, source: io::Error| DbError::Io {
+            op,
+            path: path.to_owned(),
             source,
         };
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(&dir)
-            .map_err(io)?;
-        let fd = rustix::fs::open(
+            .map_err(|e| io("create", &dir, e))?;
+        let dirfd = rustix::fs::open(
             &dir,
             OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| io(e.into()))?;
-        Ok(Db { dir, fd })
+        .map_err(|e| io("open", &dir, e.into()))?;
+        let file = rustix::fs::openat(
+            &dirfd,
+            JOURNAL,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(|e| io("open", &dir.join(JOURNAL), e.into()))?;
+        let len = rustix::fs::fstat(&file)
+            .map_err(|e| io("stat", &dir.join(JOURNAL), e.into()))?
+            .st_size as u64;
+        Ok(Db {
+            dir,
+            dirfd,
+            journal: std::sync::Mutex::new(Journal {
+                file,
+                len,
+                pending: Vec::new(),
+                lost: false,
+            }),
+        })
     }
 
-    /// Where record `id` lives.
-    pub fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
+    fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
+        // A worker that panicked mid-append leaves at worst a partial entry in `pending`,
+        // which the next load drops as torn.
+        self.journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Reads every record. Corrupt ones are returned as errors alongside the good ones (and
-    /// left in place for inspection); leftover temporary files from a crash are removed.
+    /// The journal file.
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.join(JOURNAL)
+    }
+
+    /// Reads every record: the snapshot, then the journal replayed over it. Damaged entries
+    /// are reported alongside the good records; a torn journal tail is cut off so appends go
+    /// on from the last good entry.
     pub fn load_all(&self) -> Result<(Vec<DeviceRecord>, Vec<DbError>), DbError> {
-        let entries = fs::read_dir(&self.dir).map_err(|source| DbError::Io {
-            op: "list",
-            path: self.dir.clone(),
-            source,
-        })?;
-        let mut records = Vec::new();
-        let mut errors = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_name().to_string_lossy().starts_with(".tmp.") {
-                let _ = fs::remove_file(&path);
-                continue;
-            }
-            match fs::read_to_string(&path) {
-                Ok(text) => match DeviceRecord::parse(&text, &path) {
-                    Ok(r) => records.push(r),
-                    Err(e) => errors.push(e),
-                },
-                Err(source) => errors.push(DbError::Io {
-                    op: "read",
-                    path,
-                    source,
-                }),
-            }
+        let (records, errors, good_len) = read_dir_records(&self.dir)?;
+        let mut journal = self.journal();
+        if good_len < journal.len {
+            rustix::fs::ftruncate(&journal.file, good_len).map_err(|e| DbError::Io {
+                op: "truncate",
+                path: self.journal_path(),
+                source: e.into(),
+            })?;
+            journal.len = good_len;
         }
         Ok((records, errors))
     }
 
-    /// Writes `record` crash-safely under `id`: to a temporary file, then renamed over the
-    /// old one, so readers and a crash see either the old record or the new one.
-    pub fn write(&self, id: &str, record: &DeviceRecord) -> Result<(), DbError> {
-        let tmp = format!(".tmp.{id}");
+    /// Records `record` as device `id`'s (written at the next [`Db::flush`]).
+    pub fn write(&self, id: &str, record: &DeviceRecord) {
+        append_entry(&mut self.journal().pending, id, Some(record));
+    }
+
+    /// Records that device `id` is gone (written at the next [`Db::flush`]).
+    pub fn remove(&self, id: &str) {
+        append_entry(&mut self.journal().pending, id, None);
+    }
+
+    /// Writes the pending entries with one system call. On failure (a full disk) the file is
+    /// cut back to its last good entry and the entries are kept for the next try — up to
+    /// [`MAX_PENDING`] bytes, beyond which they are dropped and [`Db::needs_snapshot`] says so.
+    pub fn flush(&self) -> Result<(), DbError> {
+        let mut j = self.journal();
+        if j.pending.is_empty() {
+            return Ok(());
+        }
+        let journal = &mut *j;
+        match write_all(&journal.file, &journal.pending) {
+            Ok(()) => {
+                journal.len += journal.pending.len() as u64;
+                journal.pending.clear();
+                if journal.pending.capacity() > 1 << 20 {
+                    journal.pending = Vec::new();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let _ = rustix::fs::ftruncate(&journal.file, journal.len);
+                if journal.pending.len() > MAX_PENDING {
+                    journal.pending = Vec::new();
+                    journal.lost = true;
+                }
+                Err(DbError::Io {
+                    op: "append to",
+                    path: self.journal_path(),
+                    source: e.into(),
+                })
+            }
+        }
+    }
+
+    /// Whether it is time to write a snapshot of the `live_bytes` of live records: the
+    /// journal has grown well past them, or entries were lost.
+    pub fn needs_snapshot(&self, live_records: usize) -> bool {
+        let j = self.journal();
+        // A record is a few hundred bytes; the estimate only has to be the right size.
+        let live_bytes = live_records as u64 * 512;
+        j.lost || (j.len >= COMPACT_MIN && j.len >= COMPACT_RATIO * live_bytes)
+    }
+
+    /// Replaces the database by `records` (the daemon's complete view): a new snapshot,
+    /// renamed into place, and an empty journal. Entries still pending are kept for the new
+    /// journal. Call it only when no event is being processed, or entries written between the
+    /// view and the snapshot would be lost with the old journal.
+    pub fn snapshot<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a DeviceRecord>,
+    ) -> Result<(), DbError> {
+        let mut bytes = Vec::new();
+        for r in records {
+            append_entry(&mut bytes, &r.id(), Some(r));
+        }
+        let path = self.dir.join(SNAPSHOT);
         let io = |op, source: rustix::io::Errno| DbError::Io {
             op,
-            path: self.dir.join(id),
+            path: path.clone(),
             source: source.into(),
         };
-        let text = record.to_text();
         let fd = rustix::fs::openat(
-            &self.fd,
-            &tmp,
+            &self.dirfd,
+            SNAPSHOT_TMP,
             OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o644),
         )
         .map_err(|e| io("create", e))?;
-        let result = write_all(&fd, text.as_bytes())
-            .map_err(|e| io("write", e))
-            .and_then(|()| {
-                drop(fd);
-                rustix::fs::renameat(&self.fd, &tmp, &self.fd, id).map_err(|e| io("rename", e))
-            });
-        if result.is_err() {
-            let _ = rustix::fs::unlinkat(&self.fd, &tmp, rustix::fs::AtFlags::empty());
+        let written = write_all(&fd, &bytes).map_err(|e| io("write", e));
+        drop(fd);
+        let renamed = written.and_then(|()| {
+            rustix::fs::renameat(&self.dirfd, SNAPSHOT_TMP, &self.dirfd, SNAPSHOT)
+                .map_err(|e| io("rename", e))
+        });
+        if let Err(e) = renamed {
+            let _ = rustix::fs::unlinkat(&self.dirfd, SNAPSHOT_TMP, rustix::fs::AtFlags::empty());
+            return Err(e);
         }
-        result
+        let mut j = self.journal();
+        rustix::fs::ftruncate(&j.file, 0).map_err(|e| DbError::Io {
+            op: "truncate",
+            path: self.journal_path(),
+            source: e.into(),
+        })?;
+        j.len = 0;
+        j.lost = false;
+        Ok(())
     }
+}
 
-    /// Removes record `id` (absent is fine).
-    pub fn remove(&self, id: &str) -> Result<(), DbError> {
-        let path = self.path(id);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+/// The journal's file name in `RUN/db`.
+const JOURNAL: &str = "journal";
+/// The snapshot's file name in `RUN/db`.
+const SNAPSHOT: &str = "snapshot";
+/// Where a snapshot is written before it is renamed into place.
+const SNAPSHOT_TMP: &str = ".snapshot.tmp";
+
+/// Reads the database in `dir` (`RUN/db`) without changing it: the records, damaged entries,
+/// and the length of the journal's good prefix.
+fn read_dir_records(dir: &Path) -> Result<(Vec<DeviceRecord>, Vec<DbError>, u64), DbError> {
+    let read = |name: &str| -> Result<Vec<u8>, DbError> {
+        let path = dir.join(name);
+        match fs::read(&path) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(source) => Err(DbError::Io {
-                op: "remove",
+                op: "read",
                 path,
                 source,
             }),
         }
+    };
+    let mut live: HashMap<String, DeviceRecord> = HashMap::new();
+    let mut errors = Vec::new();
+    let mut apply = |entries: Vec<Entry>| {
+        for e in entries {
+            match e {
+                Entry::Record(id, r) => {
+                    live.insert(id, r);
+                }
+                Entry::Removal(id) => {
+                    live.remove(&id);
+                }
+            }
+        }
+    };
+    let mut journal_good = 0;
+    for name in [SNAPSHOT, JOURNAL] {
+        let path = dir.join(name);
+        let bytes = read(name)?;
+        let (entries, bad, good) = read_entries(&bytes, &path);
+        errors.extend(bad);
+        apply(entries);
+        if good < bytes.len() {
+            errors.push(DbError::Torn {
+                path,
+                offset: good as u64,
+                dropped: (bytes.len() - good) as u64,
+            });
+        }
+        journal_good = good as u64;
     }
+    let mut records: Vec<DeviceRecord> = live.into_values().collect();
+    records.sort_by(|a, b| a.devpath.cmp(&b.devpath));
+    Ok((records, errors, journal_good))
+}
+
+/// Reads the database of a daemon using `run`, without changing anything (for tools and
+/// tests; the daemon itself uses [`Db::load_all`]).
+pub fn read(run: &Path) -> Result<(Vec<DeviceRecord>, Vec<DbError>), DbError> {
+    let (records, errors, _) = read_dir_records(&run.join("db"))?;
+    Ok((records, errors))
 }
 
 #[cfg(test)]
@@ -517,24 +800,186 @@ mod tests {
         );
     }
 
+    fn other(n: u32) -> DeviceRecord {
+        DeviceRecord {
+            devpath: format!("/devices/virtual/t/d{n}"),
+            subsystem: "t".into(),
+            usec_initialized: u64::from(n),
+            node: None,
+            symlinks: Vec::new(),
+            tags: Vec::new(),
+            properties: vec![("N".into(), n.to_string())],
+            watch: false,
+        }
+    }
+
     #[test]
-    fn write_load_remove() {
+    fn entries_are_written_at_flush_and_replayed_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
         let r = record();
-        db.write(&r.id(), &r).unwrap();
-        std::fs::write(dir.path().join("db/.tmp.crashed"), "half").unwrap();
-        std::fs::write(dir.path().join("db/+bad:x"), "garbage").unwrap();
+        db.write(&r.id(), &r);
+        assert_eq!(read(dir.path()).unwrap().0, [], "nothing before the flush");
+        db.flush().unwrap();
+        assert_eq!(read(dir.path()).unwrap().0, std::slice::from_ref(&r));
+        let (a, b) = (other(1), other(2));
+        db.write(&a.id(), &a);
+        db.write(&b.id(), &b);
+        db.remove(&r.id());
+        let mut a2 = a.clone();
+        a2.tags.push("changed".into());
+        db.write(&a2.id(), &a2);
+        db.flush().unwrap();
+        drop(db);
+        let db = Db::open(dir.path()).unwrap();
         let (records, errors) = db.load_all().unwrap();
-        assert_eq!(records, std::slice::from_ref(&r));
-        assert_eq!(errors.len(), 1);
-        assert!(errors[0].to_string().contains("+bad:x"), "{}", errors[0]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(records, [a2, b]);
+    }
+
+    #[test]
+    fn a_torn_tail_is_reported_cut_off_and_appended_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let (a, b, c) = (other(1), other(2), other(3));
+        db.write(&a.id(), &a);
+        db.write(&b.id(), &b);
+        db.flush().unwrap();
+        let path = db.journal_path();
+        let full = std::fs::read(&path).unwrap();
+        drop(db);
+        // A crash in the middle of the second entry, then zeros as a disk may leave them.
+        let mut torn = full[..full.len() - 10].to_vec();
+        torn.extend_from_slice(&[0; 64]);
+        std::fs::write(&path, &torn).unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let (records, errors) = db.load_all().unwrap();
+        assert_eq!(records, std::slice::from_ref(&a));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let msg = errors[0].to_string();
+        assert!(msg.contains("journal is damaged at byte"), "{msg}");
+        db.write(&c.id(), &c);
+        db.flush().unwrap();
+        let (records, errors) = read(dir.path()).unwrap();
         assert!(
-            !dir.path().join("db/.tmp.crashed").exists(),
-            "crash leftovers are removed"
+            errors.is_empty(),
+            "appends follow the last good entry: {errors:?}"
         );
-        db.remove(&r.id()).unwrap();
-        db.remove(&r.id()).unwrap();
-        assert!(!db.path(&r.id()).exists());
+        assert_eq!(records, [a, c]);
+    }
+
+    #[test]
+    fn a_flipped_byte_fails_the_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let (a, b) = (other(1), other(2));
+        db.write(&a.id(), &a);
+        db.write(&b.id(), &b);
+        db.flush().unwrap();
+        let mut bytes = std::fs::read(db.journal_path()).unwrap();
+        let at = bytes.len() - 3;
+        bytes[at] ^= 0x20;
+        std::fs::write(db.journal_path(), &bytes).unwrap();
+        let (records, errors) = read(dir.path()).unwrap();
+        assert_eq!(records, [a]);
+        assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn snapshots_compact_and_survive_a_crash_before_the_journal_is_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let live: Vec<DeviceRecord> = (0..10).map(other).collect();
+        for round in 0..50 {
+            for r in &live {
+                let mut r = r.clone();
+                r.usec_initialized = round;
+                db.write(&r.id(), &r);
+            }
+        }
+        for r in &live {
+            db.write(&r.id(), r);
+        }
+        db.flush().unwrap();
+        let before = std::fs::read(db.journal_path()).unwrap();
+        db.snapshot(&live).unwrap();
+        assert_eq!(std::fs::metadata(db.journal_path()).unwrap().len(), 0);
+        let (mut records, errors) = read(dir.path()).unwrap();
+        records.sort_by_key(|r| r.usec_initialized);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(records, live);
+        // As if the daemon died between renaming the snapshot and emptying the journal: the
+        // replay ends in the same state.
+        std::fs::write(db.journal_path(), &before).unwrap();
+        let (mut records, _) = read(dir.path()).unwrap();
+        records.sort_by_key(|r| r.usec_initialized);
+        assert_eq!(records, live);
+    }
+
+    #[test]
+    fn snapshot_is_due_when_the_journal_outgrows_the_live_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let r = other(1);
+        assert!(!db.needs_snapshot(1));
+        let per_entry = {
+            let mut b = Vec::new();
+            append_entry(&mut b, &r.id(), Some(&r));
+            b.len() as u64
+        };
+        for _ in 0..=COMPACT_MIN / per_entry {
+            db.write(&r.id(), &r);
+        }
+        db.flush().unwrap();
+        assert!(db.needs_snapshot(1));
+        assert!(
+            !db.needs_snapshot(100_000),
+            "not while the live records are as large"
+        );
+        db.snapshot([&r]).unwrap();
+        assert!(!db.needs_snapshot(1));
+    }
+
+    #[test]
+    fn ids_with_spaces_and_newlines_are_framed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let mut r = other(1);
+        r.devpath = "/devices/platform/Fixed MDIO bus.0".into();
+        r.subsystem = "odd\nname".into();
+        db.write(&r.id(), &r);
+        db.remove("+t:with space");
+        db.flush().unwrap();
+        let (records, errors) = read(dir.path()).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(records, [r]);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_failed_flush_keeps_the_entries_and_the_file_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let a = other(1);
+        db.write(&a.id(), &a);
+        db.flush().unwrap();
+        // Swap the journal's descriptor for a read-only one: the append fails like a full
+        // disk would, without needing one.
+        let ro = rustix::fs::open(
+            &db.journal_path(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        let rw = std::mem::replace(&mut db.journal().file, ro);
+        let b = other(2);
+        db.write(&b.id(), &b);
+        let e = db.flush().unwrap_err();
+        assert!(e.to_string().contains("cannot append to"), "{e}");
+        assert!(e.to_string().contains("journal"), "{e}");
+        assert_eq!(read(dir.path()).unwrap().0, std::slice::from_ref(&a));
+        db.journal().file = rw;
+        db.flush().unwrap();
+        assert_eq!(read(dir.path()).unwrap().0, [a, b]);
     }
 }

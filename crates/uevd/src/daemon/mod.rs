@@ -134,6 +134,8 @@ const HELPERS: u64 = 1 << 40;
 const TRIM_AFTER: u64 = 4096;
 /// Events parsed and queued at most; beyond this they wait in the kernel's receive buffer.
 const MAX_QUEUED: usize = 65_536;
+/// After the database failed to write (a full disk), wait this long before trying again.
+const DB_RETRY: Duration = Duration::from_secs(5);
 /// Overflows within this window count towards "degraded".
 const OVERFLOW_WINDOW: Duration = Duration::from_secs(10);
 /// This many overflows within the window make the daemon degraded.
@@ -170,6 +172,8 @@ struct Daemon {
     overflow_times: Vec<Instant>,
     last_resync: Option<Instant>,
     resync_due: Option<Instant>,
+    /// The database failed to write; do not try again before this.
+    db_retry_at: Option<Instant>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT or `exit`.
@@ -258,6 +262,7 @@ pub fn run(config: Config, policy: Arc<dyn Policy>, reload: Reload) -> Result<()
         overflow_times: Vec::new(),
         last_resync: None,
         resync_due: None,
+        db_retry_at: None,
     };
     let mut term = if daemon.config.handle_signals {
         Some(Termination::install().map_err(setup("installing signal handlers"))?)
@@ -353,6 +358,8 @@ impl Daemon {
                         // socket are queued before a request (settle!) is answered.
                         self.drain_kernel()?;
                         self.dispatch();
+                        // What a reply reports as done is in the database first.
+                        self.persist();
                         self.client_ready(token);
                     }
                 }
@@ -367,6 +374,12 @@ impl Daemon {
 
     /// Starts every runnable event the pool has room for.
     fn dispatch(&mut self) {
+        // A snapshot is taken when nothing is in flight; with workers busy through a long
+        // burst, let them run dry first so the journal stays bounded.
+        if self.pool.in_flight() > 0 && self.pool.processor().db().needs_snapshot(self.known.len())
+        {
+            return;
+        }
         while !self.stopping && self.pool.has_capacity() {
             let Some(job) = self.queue.next_runnable() else {
                 break;
@@ -439,6 +452,10 @@ impl Daemon {
                 p.event.seqnum(),
                 p.origin
             );
+        }
+        if p.event.synth_uuid().is_some() {
+            // `trigger --wait` hears of it next: its record is written first.
+            self.persist();
         }
         self.server.processed(&p);
     }
@@ -529,6 +546,7 @@ impl Daemon {
 
     /// Readiness, settle answers, and clearing the degraded state, after anything moved.
     fn after_progress(&mut self) -> Result<(), DaemonError> {
+        self.persist();
         if self.listener_paused && self.queue.pending() < MAX_QUEUED / 2 {
             self.pause_listener(false)?;
             self.drain_kernel()?;
@@ -558,6 +576,37 @@ impl Daemon {
             info!("no overflow for {RECOVERY:?}: leaving the degraded state");
         }
         Ok(())
+    }
+
+    /// Writes the database entries of the events processed since the last time (one system
+    /// call), and compacts the journal into a snapshot when it has grown.
+    fn persist(&mut self) {
+        if self.db_retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        self.db_retry_at = None;
+        let db = self.pool.processor().db();
+        if let Err(e) = db.flush() {
+            self.stats.errors += 1;
+            error!("{e}; keeping the entries to try again in {DB_RETRY:?}");
+            self.db_retry_at = Some(Instant::now() + DB_RETRY);
+            return;
+        }
+        if self.pool.in_flight() == 0 && db.needs_snapshot(self.known.len()) {
+            let started = Instant::now();
+            match db.snapshot(self.known.values().map(|r| &**r)) {
+                Ok(()) => debug!(
+                    "database: snapshot of {} record(s) in {:?}",
+                    self.known.len(),
+                    started.elapsed()
+                ),
+                Err(e) => {
+                    self.stats.errors += 1;
+                    error!("{e}; the journal keeps growing; trying again in {DB_RETRY:?}");
+                    self.db_retry_at = Some(Instant::now() + DB_RETRY);
+                }
+            }
+        }
     }
 
     fn become_ready(&mut self) -> Result<(), DaemonError> {

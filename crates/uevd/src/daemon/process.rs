@@ -154,6 +154,11 @@ impl<F: DevFs> Processor<F> {
         }
     }
 
+    /// The device database (flushed and compacted by the event loop).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// The node filesystem (for reconcile checks).
     pub fn nodes(&self) -> &Nodes<F> {
         &self.nodes
@@ -334,16 +339,12 @@ impl<F: DevFs> Processor<F> {
         // rewrite.
         let unchanged = previous.is_some_and(|p| *p == record && p.id() == id);
         if !unchanged {
-            if let Err(e) = self.db.write(&id, &record) {
-                out.errors.push(format!("{}: {e}", Self::context(event)));
-            }
+            self.db.write(&id, &record);
         }
         if let Some(old) = previous {
             let old_id = old.id();
             if old_id != id {
-                if let Err(e) = self.db.remove(&old_id) {
-                    out.errors.push(format!("{}: {e}", Self::context(event)));
-                }
+                self.db.remove(&old_id);
             }
         }
         if !decision.run.is_empty() {
@@ -399,9 +400,7 @@ impl<F: DevFs> Processor<F> {
                         out.errors.push(format!("{ctx}: {e}"));
                     }
                 }
-                if let Err(e) = self.db.remove(&old.id()) {
-                    out.errors.push(format!("{ctx}: {e}"));
-                }
+                self.db.remove(&old.id());
             }
             None => {
                 // Never processed (or the record was lost): remove what the event names, if
@@ -425,9 +424,7 @@ impl<F: DevFs> Processor<F> {
                         }
                     }
                 }
-                if let Err(e) = self.db.remove(&event_device_id(event)) {
-                    out.errors.push(format!("{ctx}: {e}"));
-                }
+                // Nothing was recorded for it, so there is nothing to remove from the database.
             }
         }
     }

@@ -2,7 +2,7 @@
 //! restart, SIGTERM, settle and trigger. Each test has its own network namespace, fake sysfs,
 //! `--dev` and `--run` directories.
 
-use super::util::{spawn, uevd, TIMEOUT};
+use super::util::{db_ids, db_record, spawn, uevd, TIMEOUT};
 use rustix::process::Signal;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -161,17 +161,6 @@ pub fn listing(dir: &Path) -> Vec<String> {
     }
     walk(dir, dir, &mut out);
     out
-}
-
-/// The database record files under RUN/db.
-fn db_ids(run: &Path) -> Vec<String> {
-    let mut ids: Vec<String> = std::fs::read_dir(run.join("db"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    ids.sort();
-    ids
 }
 
 fn small_tree() -> FakeSysfs {
@@ -415,7 +404,7 @@ fn injected_bursts_leave_dev_and_db_equal_to_the_truth() {
         ids.sort();
         assert_eq!(db_ids(d.run.path()), ids);
         // A moved device's record has its new devpath and node.
-        let moved = std::fs::read_to_string(d.run.path().join("db/c240:5")).unwrap();
+        let moved = db_record(d.run.path(), "c240:5");
         assert!(
             moved.contains(&format!("P:/devices/virtual/{tag}/moved5\n")),
             "{moved}"
@@ -694,7 +683,7 @@ fn trigger_wait_on_a_real_device_returns_once_processed() {
         assert_eq!(out.trim(), format!("/sys{}", &LOOP0[4..]));
         // Processed before trigger returned: the node and the record exist.
         assert_eq!(listing(d.dev.path()), ["loop0 b 7:0 600 0:0"]);
-        let record = std::fs::read_to_string(d.run.path().join("db/b7:0")).unwrap();
+        let record = db_record(d.run.path(), "b7:0");
         assert!(
             record.contains("P:/devices/virtual/block/loop0\n"),
             "{record}"

@@ -2,7 +2,7 @@
 //! `uevd test` / `uevd verify-rules` commands, on a fake sysfs.
 
 use super::daemon::{listing, Daemon};
-use super::util::{uevd, TIMEOUT};
+use super::util::{db_record, uevd, TIMEOUT};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use uevd_testkit::{event, in_private_netns, Action, FakeSysfs, Injector};
@@ -110,7 +110,7 @@ BROKEN_KEY=="1", MODE="0666"
             "yes /dev/ttyUSB0 /dev/serial/by-id/usb-XY_Z1\n",
             "the RUN helper saw the node and the rules' environment"
         );
-        let record = std::fs::read_to_string(d.run.path().join("db/c188:0")).unwrap();
+        let record = db_record(d.run.path(), "c188:0");
         assert!(record.contains("E:ID_TEST=yes\n"), "{record}");
         assert!(record.contains("G:uaccess\n"), "{record}");
         assert!(record.contains("E:DEVNAME=/dev/ttyUSB0\n"), "{record}");
@@ -389,7 +389,7 @@ fn a_watched_node_closed_after_writing_yields_a_synthetic_change_also_after_a_re
         assert_eq!(std::fs::read_to_string(&seen).unwrap().lines().count(), 1);
         // The watch is in the database: a restarted daemon watches again without any event.
         let (dev, run, _) = d.stop();
-        let record = std::fs::read_to_string(run.path().join("db/b7:0")).unwrap();
+        let record = db_record(run.path(), "b7:0");
         assert!(record.contains("W:1\n"), "{record}");
         let d = Daemon::start_in(Path::new("/sys"), dev, run, &args);
         drop(std::fs::OpenOptions::new().write(true).open(&node).unwrap());
@@ -501,7 +501,7 @@ fn kmod_loads_through_modprobe_and_missing_builtins_are_named() {
         let (rules_arg, modprobe_arg) = (rules.display().to_string(), modprobe.display().to_string());
         let d = Daemon::start(sys.root(), &["--rules", &rules_arg, "--modprobe", &modprobe_arg]);
         d.settle();
-        let record = std::fs::read_to_string(d.run.path().join("db/b254:0")).unwrap();
+        let record = db_record(d.run.path(), "b254:0");
         assert!(!record.contains("NOT_REACHED"), "a failed IMPORT fails its line: {record}");
         let (_, _, transcript) = d.stop();
         // Module loading is batched in the background; stopping the daemon flushes nothing,

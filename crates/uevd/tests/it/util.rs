@@ -1,5 +1,6 @@
 //! Small harness shared by the integration tests.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use uevd_testkit::{event, uevd_command, Action, Child, Injector};
@@ -34,4 +35,23 @@ pub fn wait_listening(child: &mut Child, inj: &Injector, tag: &str) {
         }
     }
     panic!("uevd never printed the probe event\n{}", child.transcript());
+}
+
+/// The ids of the device records in the database under `run`, sorted; damage fails the test.
+pub fn db_ids(run: &Path) -> Vec<String> {
+    let (records, errors) = uevd::daemon::db::read(run).unwrap();
+    assert!(errors.is_empty(), "database damaged: {errors:?}");
+    let mut ids: Vec<String> = records.iter().map(|r| r.id()).collect();
+    ids.sort();
+    ids
+}
+
+/// Device `id`'s record in the database under `run`, as text (`K:value` lines).
+pub fn db_record(run: &Path, id: &str) -> String {
+    let (records, _) = uevd::daemon::db::read(run).unwrap();
+    records
+        .iter()
+        .find(|r| r.id() == id)
+        .unwrap_or_else(|| panic!("no record {id} in {}", run.display()))
+        .to_text()
 }
