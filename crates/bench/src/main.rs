@@ -107,6 +107,16 @@ fn run() -> Result<()> {
     Ok(())
 }
 
+/// The `--children` values to run uevd with: 0 and 2, or those in `UEVD_BENCH_CHILDREN`
+/// (comma-separated; for profiling one of them).
+fn children_counts() -> Vec<String> {
+    std::env::var("UEVD_BENCH_CHILDREN")
+        .unwrap_or_else(|_| "0,2".into())
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
 fn sh(cmd: &str) -> Result<()> {
     let status = Command::new("sh").arg("-c").arg(cmd).status()?;
     if !status.success() {
@@ -207,6 +217,20 @@ fn tmp() -> Result<tempfile::TempDir> {
     Ok(tempfile::tempdir()?)
 }
 
+/// One figure (`devices`, `processed`, …) from the running daemon's `control stats` answer.
+fn daemon_stat(b: &Bench, run: &Path, key: &str) -> Result<String> {
+    let out = Command::new(&b.uevd)
+        .args(["control", "stats", "--run"])
+        .arg(run)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .unwrap_or("?")
+        .to_owned())
+}
+
 /// Reads every `uevent` file under /sys/devices: the floor of any coldplug.
 fn read_all_uevents(dir: &Path, count: &mut usize) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -245,11 +269,11 @@ fn coldplug_real(b: &mut Bench) -> Result<()> {
     b.row(&what, "floor: read every uevent", ms(floor));
 
     let mut times = Vec::new();
-    let mut devices = 0;
+    let mut devices = String::new();
     for _ in 0..runs {
         let (dev, run) = (tmp()?, tmp()?);
         let (child, secs) = start_uevd(b, Path::new("/sys"), dev.path(), run.path(), &[])?;
-        devices = std::fs::read_dir(run.path().join("db"))?.count();
+        devices = daemon_stat(b, run.path(), "devices")?;
         times.push(secs);
         stop(child);
     }
@@ -288,7 +312,7 @@ fn coldplug_rules(b: &mut Bench) -> Result<()> {
     let runs = if b.quick { 5 } else { 15 };
     let what = "coldplug real /sys, Debian's 41 rule files";
     let mut times = Vec::new();
-    let mut devices = 0;
+    let mut devices = String::new();
     for _ in 0..runs {
         let (dev, run) = (tmp()?, tmp()?);
         let (child, secs) = start_uevd(
@@ -305,7 +329,7 @@ fn coldplug_rules(b: &mut Bench) -> Result<()> {
                 "/bin/true",
             ],
         )?;
-        devices = std::fs::read_dir(run.path().join("db"))?.count();
+        devices = daemon_stat(b, run.path(), "devices")?;
         times.push(secs);
         stop(child);
     }
@@ -383,7 +407,7 @@ fn coldplug_fake(b: &mut Bench) -> Result<()> {
     read_all_uevents(&sys.root().join("devices"), &mut count);
     let floor = t.elapsed().as_secs_f64();
     b.row(&what, "floor: read every uevent", ms(floor));
-    for children in ["0", "2"] {
+    for children in &children_counts() {
         let (dev, run) = (tmp()?, tmp()?);
         let (child, secs) = start_uevd(
             b,
@@ -522,7 +546,7 @@ fn throughput(b: &mut Bench, n: usize) -> Result<()> {
         format!("{:.0} events/s (received, no node)", n as f64 / secs),
     );
 
-    for children in ["0", "2"] {
+    for children in &children_counts() {
         let result = with_empty_uevd(b, children, |dev| node_throughput(&inj, dev, n, 0))?;
         b.row(&what, &format!("uevd --children {children}"), result);
     }
@@ -656,7 +680,7 @@ fn latency(b: &mut Bench) -> Result<()> {
     drop(sock);
     b.row(&what, "floor: bare netlink listener", report(samples));
 
-    for children in ["0", "2"] {
+    for children in &children_counts() {
         let samples = with_empty_uevd(b, children, |dev| node_latency(&inj, dev, n))?;
         b.row(
             &what,
@@ -799,17 +823,8 @@ fn memory(b: &mut Bench) -> Result<()> {
     std::thread::sleep(Duration::from_millis(200));
     let after = status_kib(child.id(), "VmRSS:")?;
     let peak = status_kib(child.id(), "VmHWM:")?;
-    let stats = Command::new(&b.uevd)
-        .args(["control", "stats", "--run"])
-        .arg(run.path())
-        .output()?;
-    let stats = String::from_utf8_lossy(&stats.stdout).into_owned();
+    let processed = daemon_stat(b, run.path(), "processed")?;
     stop(child);
-    let processed = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("processed "))
-        .unwrap_or("?")
-        .to_owned();
     b.row(
         what,
         &format!("uevd after a {total}-event add/remove burst"),

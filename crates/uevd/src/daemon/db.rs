@@ -384,7 +384,7 @@ impl std::fmt::Write for Buf<'_> {
 
 /// One entry read back.
 enum Entry {
-    Record(String, DeviceRecord),
+    Record(String, Box<DeviceRecord>),
     Removal(String),
 }
 
@@ -435,7 +435,7 @@ fn read_entry(
                 })
                 .and_then(|text| DeviceRecord::parse(text, &path.join(&id)));
             match parsed {
-                Ok(record) => entries.push(Entry::Record(id, record)),
+                Ok(record) => entries.push(Entry::Record(id, Box::new(record))),
                 Err(e) => {
                     errors.push(e);
                     // What the record replaced is stale either way.
@@ -676,7 +676,7 @@ fn read_dir_records(dir: &Path) -> Result<(Vec<DeviceRecord>, Vec<DbError>, u64)
         for e in entries {
             match e {
                 Entry::Record(id, r) => {
-                    live.insert(id, r);
+                    live.insert(id, *r);
                 }
                 Entry::Removal(id) => {
                     live.remove(&id);
@@ -966,7 +966,7 @@ mod tests {
         // Swap the journal's descriptor for a read-only one: the append fails like a full
         // disk would, without needing one.
         let ro = rustix::fs::open(
-            &db.journal_path(),
+            db.journal_path(),
             OFlags::RDONLY | OFlags::CLOEXEC,
             Mode::empty(),
         )

@@ -15,6 +15,10 @@ use std::sync::{Arc, Mutex};
 
 type Work = (Job, Option<Arc<DeviceRecord>>);
 
+/// Jobs handed to the pool at most, per worker: enough that workers never wait for the
+/// main thread during a burst.
+const DEPTH: usize = 32;
+
 /// Runs [`Processor::process`] inline or on threads.
 pub struct Pool<F> {
     processor: Arc<Processor<F>>,
@@ -79,7 +83,7 @@ impl<F: DevFs + 'static> Pool<F> {
 
     /// Whether another job can start now.
     pub fn has_capacity(&self) -> bool {
-        self.in_flight < self.workers.max(1)
+        self.in_flight < self.workers.max(1) * DEPTH
     }
 
     /// Jobs started and not yet collected.
