@@ -4,10 +4,13 @@
 //! link (the kernel sends no uevents for devices without a subsystem). [`Sysfs::walk`] visits
 //! every device, parents before children, never following the many links sysfs has, and
 //! shrugs off devices that vanish mid-walk: it is what coldplug, resync and `trigger` stand on.
+//! [`Sysfs::walk_unordered`] shares the reading out among threads (coldplug and resync use it).
+//! Both work relative to open directory descriptors, so the kernel never resolves a long
+//! path twice.
 #![forbid(unsafe_code)]
 
 mod device;
 mod walk;
 
 pub use device::{parse_uevent_file, Device};
-pub use walk::{Sysfs, SysfsError, WalkStats};
+pub use walk::{tree_order, Sysfs, SysfsError, WalkStats};

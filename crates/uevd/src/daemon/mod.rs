@@ -770,7 +770,7 @@ impl Daemon {
         );
     }
 
-    /// Walks sysfs, keeps draining netlink meanwhile, and queues the events that reconcile
+    /// Walks sysfs (several threads reading at once), keeps draining netlink meanwhile, and queues the events that reconcile
     /// uevd's state with it. Kernel events received during the walk are queued after.
     fn sync_with_sysfs(&mut self, origin: Origin) {
         let started = Instant::now();
@@ -782,7 +782,7 @@ impl Daemon {
         let mut held = Vec::new();
         let mut recv_errors = Vec::new();
         let listener = &mut self.listener;
-        let walk = self.sysfs.walk(|device| {
+        let walk = self.sysfs.walk_unordered(walk_threads(), |device| {
             found.push(device);
             if found.len() % 256 == 0 {
                 loop {
@@ -804,6 +804,8 @@ impl Daemon {
                 return;
             }
         };
+        // Parents before children: the queue keeps that order for events it holds.
+        found.sort_unstable_by(|a, b| uevd_sysfs::tree_order(&a.devpath, &b.devpath));
         let nodes = self.pool.processor().nodes();
         let (fixes, summary) = reconcile(found, &self.known, |record| match &record.node {
             None => true,
@@ -896,6 +898,16 @@ impl Daemon {
             format!("devices {}", self.known.len()),
             format!("degraded {}", u8::from(s.degraded)),
         ]
+    }
+}
+
+/// Threads that read sysfs during coldplug and resync: none besides the main one on a single
+/// core, otherwise four — measured on 2 cores, 4 walkers beat 2 (≈9 against ≈12 ms for this
+/// machine's 958 directories): part of the kernel's work sleeps on locks, and others fill in.
+fn walk_threads() -> usize {
+    match std::thread::available_parallelism().map_or(1, |n| n.get()) {
+        1 => 1,
+        _ => 4,
     }
 }
 
