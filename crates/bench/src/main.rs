@@ -517,6 +517,44 @@ fn group_socket(groups: u32) -> Result<rustix::fd::OwnedFd> {
     Ok(fd)
 }
 
+/// Receives `n` uevents on `sock` and makes the node each names in `dir` (DEVNAME, MAJOR,
+/// MINOR; a char device, mode 0600), with no checks, rules or records: the floor under any
+/// device manager's per-event cost. Returns the number of nodes made.
+fn make_nodes(sock: &rustix::fd::OwnedFd, dir: &Path, n: usize) -> std::io::Result<usize> {
+    let dirfd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let mut buf = vec![0u8; 8192];
+    let mut made = 0;
+    for _ in 0..n {
+        let (len, _) = net::recv(sock, &mut buf[..], RecvFlags::empty())?;
+        let (mut name, mut major, mut minor) = (None, 0, 0);
+        for field in buf[..len.min(buf.len())].split(|&b| b == 0) {
+            let number = |v: &[u8]| std::str::from_utf8(v).ok()?.parse::<u32>().ok();
+            if let Some(v) = field.strip_prefix(b"DEVNAME=") {
+                name = Some(v.to_vec());
+            } else if let Some(v) = field.strip_prefix(b"MAJOR=") {
+                major = number(v).unwrap_or(0);
+            } else if let Some(v) = field.strip_prefix(b"MINOR=") {
+                minor = number(v).unwrap_or(0);
+            }
+        }
+        if let Some(name) = name {
+            rustix::fs::mknodat(
+                &dirfd,
+                name.as_slice(),
+                rustix::fs::FileType::CharacterDevice,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                rustix::fs::makedev(major, minor),
+            )?;
+            made += 1;
+        }
+    }
+    Ok(made)
+}
+
 fn throughput(b: &mut Bench, n: usize) -> Result<()> {
     let what = format!("burst of {n} add events → node on disk");
     let inj = Injector::open()?;
@@ -544,6 +582,22 @@ fn throughput(b: &mut Bench, n: usize) -> Result<()> {
         &what,
         "floor: bare netlink listener",
         format!("{:.0} events/s (received, no node)", n as f64 / secs),
+    );
+
+    // Floor: a listener that makes each node and does nothing else — what any device manager
+    // pays for one mknod in one directory, with the injector on the same cores.
+    let dev = tmp()?;
+    let sock = group_socket(1)?;
+    let dir = dev.path().to_owned();
+    let maker = std::thread::spawn(move || make_nodes(&sock, &dir, n));
+    let t = Instant::now();
+    inj.send_all(&events)?;
+    let made = maker.join().map_err(|_| "node maker panicked")??;
+    let secs = t.elapsed().as_secs_f64();
+    b.row(
+        &what,
+        "floor: listener + mknod only",
+        format!("{:.0} events/s ({made} nodes)", n as f64 / secs),
     );
 
     for children in &children_counts() {
@@ -680,6 +734,14 @@ fn latency(b: &mut Bench) -> Result<()> {
     drop(sock);
     b.row(&what, "floor: bare netlink listener", report(samples));
 
+    let dev = tmp()?;
+    let sock = group_socket(1)?;
+    let dir = dev.path().to_owned();
+    let maker = std::thread::spawn(move || make_nodes(&sock, &dir, n));
+    let samples = node_latency(&inj, dev.path(), n)?;
+    maker.join().map_err(|_| "node maker panicked")??;
+    b.row(&what, "floor: listener + mknod only", report(samples));
+
     for children in &children_counts() {
         let samples = with_empty_uevd(b, children, |dev| node_latency(&inj, dev, n))?;
         b.row(
@@ -793,13 +855,23 @@ fn mib(kib: u64) -> String {
     format!("{:.2} MiB", kib as f64 / 1024.0)
 }
 
+/// VmRSS, split into private memory (RssAnon) and mapped files (RssFile: program text and
+/// libraries, shared with every other process that maps them).
+fn rss(pid: u32) -> Result<String> {
+    Ok(format!(
+        "{} (anon {}, file {})",
+        mib(status_kib(pid, "VmRSS:")?),
+        mib(status_kib(pid, "RssAnon:")?),
+        mib(status_kib(pid, "RssFile:")?)
+    ))
+}
+
 fn memory(b: &mut Bench) -> Result<()> {
     let what = "memory (RSS)";
     let (dev, run) = (tmp()?, tmp()?);
     let (child, _) = start_uevd(b, Path::new("/sys"), dev.path(), run.path(), &[])?;
     std::thread::sleep(Duration::from_millis(200));
-    let idle = status_kib(child.id(), "VmRSS:")?;
-    b.row(what, "uevd idle after coldplug of /sys", mib(idle));
+    b.row(what, "uevd idle after coldplug of /sys", rss(child.id())?);
 
     // A burst that leaves no state behind: add and remove 1000 devices, over and over.
     let total = if b.quick { 100_000 } else { 1_000_000 };
@@ -840,16 +912,16 @@ fn memory(b: &mut Bench) -> Result<()> {
     let sys = FakeSysMount::new(&[])?;
     let mdev = spawn_mdev()?;
     wait_listening_mdev(&inj)?;
-    let idle = status_kib(mdev.id(), "VmRSS:")?;
+    let idle = rss(mdev.id())?;
     stop(mdev);
     drop(sys);
-    b.row(what, "busybox mdev -df idle", mib(idle));
+    b.row(what, "busybox mdev -df idle", idle);
     fresh_dev_run()?;
     let udevd = start_udevd()?;
     sh("udevadm trigger --action=add >/dev/null 2>&1; udevadm settle -t 60")?;
-    let idle = status_kib(udevd.id(), "VmRSS:")?;
+    let idle = rss(udevd.id())?;
     stop(udevd);
-    b.row(what, "systemd-udevd idle after coldplug", mib(idle));
+    b.row(what, "systemd-udevd idle after coldplug", idle);
     Ok(())
 }
 
