@@ -731,3 +731,68 @@ fn a_burst_larger_than_the_queue_waits_in_the_kernel_buffer_and_is_processed_in_
     })
     .unwrap();
 }
+
+#[test]
+fn a_long_add_remove_churn_compacts_the_journal_and_keeps_the_truth() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let d = Daemon::start(sys.root(), &["--no-coldplug"]);
+        let inj = Injector::open().unwrap();
+        let tag = unique("churn");
+        let n = 2000;
+        let events = |action: Action| -> Vec<Vec<u8>> {
+            (0..n)
+                .map(|i| {
+                    uevd_testkit::char_event(
+                        action,
+                        &format!("/devices/virtual/{tag}/d{i}"),
+                        "widget",
+                        (245, i),
+                        &format!("churn/{i}"),
+                    )
+                })
+                .collect()
+        };
+        let (adds, removes) = (events(Action::Add), events(Action::Remove));
+        // Every add appends a record of ~200 bytes: 14 rounds write well past the 4 MiB at
+        // which the journal is replaced by a snapshot of the (few) live records.
+        let mut sent = 0u64;
+        for _ in 0..14 {
+            inj.send_all(&adds).unwrap();
+            inj.send_all(&removes).unwrap();
+            sent += 2 * n as u64;
+        }
+        // The truth at the end: the even devices are present.
+        inj.send_all(&adds).unwrap();
+        let odd: Vec<Vec<u8>> = removes.iter().skip(1).step_by(2).cloned().collect();
+        inj.send_all(&odd).unwrap();
+        sent += (adds.len() + odd.len()) as u64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while d.stats()["processed"] < sent {
+            assert!(Instant::now() < deadline, "{:?}", d.stats());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d.settle();
+        let db = d.run.path().join("db");
+        let journal = std::fs::metadata(db.join("journal")).unwrap().len();
+        assert!(
+            db.join("snapshot").exists(),
+            "no snapshot after {sent} events"
+        );
+        assert!(journal < 4 << 20, "journal not compacted: {journal} bytes");
+        let mut want: Vec<String> = (0..n).step_by(2).map(|i| format!("c245:{i}")).collect();
+        want.sort();
+        assert_eq!(db_ids(d.run.path()), want);
+        assert_eq!(
+            std::fs::read_dir(d.dev.path().join("churn"))
+                .unwrap()
+                .count(),
+            n / 2
+        );
+        // Stopped, the compacted database still reads back as the truth.
+        let (dev, run, _) = d.stop();
+        assert_eq!(db_ids(run.path()), want);
+        drop((dev, run));
+    })
+    .unwrap();
+}
