@@ -35,6 +35,8 @@ pub enum Command {
     Test(TestArgs),
     /// Check rule files for errors without running anything (exit status tells).
     VerifyRules(VerifyArgs),
+    /// Print device records from the daemon's database (like `udevadm info`), read-only.
+    Info(InfoArgs),
 }
 
 /// Where rules come from (shared by `daemon` and `test`).
@@ -169,6 +171,18 @@ pub struct MonitorArgs {
     pub recv_buffer: usize,
 }
 
+/// Options of `uevd info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The daemon's run directory.
+    #[arg(long, value_name = "DIR", default_value = "/run/uevd")]
+    pub run: PathBuf,
+    /// Devices to show: a record id (`b7:0`, `c13:67`, `n2`), a devpath (`/devices/…`, also
+    /// with a leading `/sys`) or a node (`/dev/loop0` or `loop0`). None: every record.
+    #[arg(value_name = "DEVICE")]
+    pub devices: Vec<String>,
+}
+
 /// Options of `uevd settle`.
 #[derive(Debug, Args)]
 pub struct SettleArgs {
@@ -251,6 +265,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Control(args) => run_control(&args),
         Command::Test(args) => rule_test::test(&args),
         Command::VerifyRules(args) => rule_test::verify(&args),
+        Command::Info(args) => run_info(&args),
     }
 }
 
@@ -296,6 +311,62 @@ fn run_daemon(args: &DaemonArgs) -> ExitCode {
             exit::code(exit::FAILURE)
         }
     }
+}
+
+/// Whether `record` is the device `wanted` names (see [`InfoArgs::devices`]).
+fn names_record(wanted: &str, record: &daemon::db::DeviceRecord) -> bool {
+    let devpath = wanted.strip_prefix("/sys").unwrap_or(wanted);
+    let node = wanted.strip_prefix("/dev/").unwrap_or(wanted);
+    record.id() == wanted
+        || record.devpath == devpath
+        || record
+            .node
+            .as_ref()
+            .is_some_and(|n| n.spec.path.as_str() == node)
+}
+
+fn run_info(args: &InfoArgs) -> ExitCode {
+    let (records, problems) = match daemon::db::read(&args.run) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("uevd info: {e}");
+            return exit::code(exit::FAILURE);
+        }
+    };
+    // A torn tail is what a daemon writing right now looks like; say so, show the rest.
+    for p in &problems {
+        eprintln!("uevd info: {p}");
+    }
+    let mut shown: Vec<&daemon::db::DeviceRecord> = if args.devices.is_empty() {
+        records.iter().collect()
+    } else {
+        let mut shown = Vec::new();
+        for wanted in &args.devices {
+            match records.iter().find(|r| names_record(wanted, r)) {
+                Some(r) => shown.push(r),
+                None => {
+                    eprintln!(
+                        "uevd info: no record for {wanted:?} in {}",
+                        args.run.join("db").display()
+                    );
+                    return exit::code(exit::FAILURE);
+                }
+            }
+        }
+        shown
+    };
+    if args.devices.is_empty() {
+        shown.sort_by(|a, b| uevd_sysfs::tree_order(&a.devpath, &b.devpath));
+    }
+    let mut out = String::new();
+    for (i, r) in shown.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&r.to_text());
+    }
+    print!("{out}");
+    exit::code(exit::SUCCESS)
 }
 
 fn run_control(args: &ControlArgs) -> ExitCode {

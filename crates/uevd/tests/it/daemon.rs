@@ -269,6 +269,31 @@ fn coldplug_creates_exactly_the_expected_nodes() {
         let stats = d.stats();
         assert_eq!(stats["processed"], 7, "{stats:?}");
         assert_eq!(stats["devices"], 7);
+
+        // `uevd info` finds a record by id, devpath (with or without /sys) and node.
+        let sda1 = "/devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0/block/sda/sda1";
+        let sys_sda1 = format!("/sys{sda1}");
+        for name in ["b8:1", sda1, sys_sda1.as_str(), "/dev/sda1", "sda1"] {
+            let (code, out, err) = d.client("info", &[name]);
+            assert_eq!(code, 0, "{name}: {err}");
+            assert!(
+                out.starts_with(&format!("V:1\nP:{sda1}\n")),
+                "{name}: {out}"
+            );
+            assert!(out.contains("N:b 8:1 0600 0 0 sda1\n"), "{name}: {out}");
+            assert!(out.contains("E:DEVTYPE=partition\n"), "{name}: {out}");
+        }
+        // Every record, parents first, one blank line between records.
+        let (code, out, _) = d.client("info", &[]);
+        assert_eq!(code, 0);
+        let devpaths: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("P:")).collect();
+        assert_eq!(devpaths.len(), 7, "{out}");
+        assert_eq!(out.matches("\n\nV:1\n").count(), 6, "{out}");
+        let pos = |p: &str| devpaths.iter().position(|d| d.ends_with(p)).unwrap();
+        assert!(pos("/input3") < pos("/input3/event3"), "{devpaths:?}");
+        let (code, _, err) = d.client("info", &["/dev/nope"]);
+        assert_eq!(code, 1);
+        assert!(err.contains("no record for \"/dev/nope\""), "{err}");
         d.stop();
     })
     .unwrap();
