@@ -807,7 +807,14 @@ fn a_long_add_remove_churn_compacts_the_journal_and_keeps_the_truth() {
         assert!(journal < 4 << 20, "journal not compacted: {journal} bytes");
         let mut want: Vec<String> = (0..n).step_by(2).map(|i| format!("c245:{i}")).collect();
         want.sort();
-        assert_eq!(db_ids(d.run.path()), want);
+        // Genuine kernel events (another test's loop0 change) reach every namespace.
+        let ours = |run: &std::path::Path| -> Vec<String> {
+            db_ids(run)
+                .into_iter()
+                .filter(|id| id.starts_with("c245:"))
+                .collect()
+        };
+        assert_eq!(ours(d.run.path()), want);
         assert_eq!(
             std::fs::read_dir(d.dev.path().join("churn"))
                 .unwrap()
@@ -816,7 +823,7 @@ fn a_long_add_remove_churn_compacts_the_journal_and_keeps_the_truth() {
         );
         // Stopped, the compacted database still reads back as the truth.
         let (dev, run, _) = d.stop();
-        assert_eq!(db_ids(run.path()), want);
+        assert_eq!(ours(run.path()), want);
         drop((dev, run));
     })
     .unwrap();
