@@ -103,6 +103,21 @@ impl Daemon {
             .collect()
     }
 
+    /// Waits until counter `key` reaches `at_least`; fails the test (with the counters and
+    /// the daemon's output) after `timeout`.
+    pub fn wait_for_stat(&self, key: &str, at_least: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.stats()[key] < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "{key} never reached {at_least}: {:?}\n{}",
+                self.stats(),
+                self.child.transcript()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops the daemon with SIGTERM and checks it exits 0.
     pub fn stop(mut self) -> (tempfile::TempDir, tempfile::TempDir, String) {
         self.child.signal(Signal::TERM).unwrap();
@@ -389,15 +404,7 @@ fn injected_bursts_leave_dev_and_db_equal_to_the_truth() {
         inj.send_all(&later).unwrap();
         // Wait until everything injected was received, then settle.
         let total = (adds.len() + later.len()) as u64;
-        let deadline = Instant::now() + TIMEOUT;
-        while d.stats()["received"] < total {
-            assert!(
-                Instant::now() < deadline,
-                "not all events received: {:?}",
-                d.stats()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        d.wait_for_stat("received", total, TIMEOUT);
         d.settle();
 
         let mut expect = vec!["widgets/ 755".to_string()];
@@ -481,11 +488,7 @@ fn hostile_devnames_are_refused_and_nothing_outside_dev_changes() {
             })
             .collect();
         inj.send_all(&events).unwrap();
-        let deadline = Instant::now() + TIMEOUT;
-        while d.stats()["processed"] < names.len() as u64 {
-            assert!(Instant::now() < deadline, "{}", d.child.transcript());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        d.wait_for_stat("processed", names.len() as u64, TIMEOUT);
         let stats = d.stats();
         assert_eq!(
             stats["refused_nodes"],
@@ -718,6 +721,22 @@ fn trigger_wait_on_a_real_device_returns_once_processed() {
     .unwrap();
 }
 
+/// `n` events of `action` for char devices `/devices/virtual/TAG/d{i}` (MAJOR `major`, MINOR
+/// i), with nodes `DIR/{i}`.
+fn widget_events(action: Action, tag: &str, major: u32, n: usize, dir: &str) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            uevd_testkit::char_event(
+                action,
+                &format!("/devices/virtual/{tag}/d{i}"),
+                "widget",
+                (major, i),
+                &format!("{dir}/{i}"),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn a_burst_larger_than_the_queue_waits_in_the_kernel_buffer_and_is_processed_in_full() {
     in_private_netns(|| {
@@ -727,23 +746,9 @@ fn a_burst_larger_than_the_queue_waits_in_the_kernel_buffer_and_is_processed_in_
         let tag = unique("big");
         // A burst far larger than usual; past MAX_QUEUED (65 536) events wait in the socket.
         let n = 9000;
-        let adds: Vec<Vec<u8>> = (0..n)
-            .map(|i| {
-                uevd_testkit::char_event(
-                    Action::Add,
-                    &format!("/devices/virtual/{tag}/d{i}"),
-                    "widget",
-                    (244, i),
-                    &format!("big/{i}"),
-                )
-            })
-            .collect();
-        inj.send_all(&adds).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while d.stats()["processed"] < n as u64 {
-            assert!(Instant::now() < deadline, "{:?}", d.stats());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        inj.send_all(&widget_events(Action::Add, &tag, 244, n, "big"))
+            .unwrap();
+        d.wait_for_stat("processed", n as u64, Duration::from_secs(60));
         let stats = d.stats();
         // Genuine kernel events (the trigger test's loop0 change) may add to `received`.
         assert!(stats["received"] >= n as u64, "{stats:?}");
@@ -765,19 +770,7 @@ fn a_long_add_remove_churn_compacts_the_journal_and_keeps_the_truth() {
         let inj = Injector::open().unwrap();
         let tag = unique("churn");
         let n = 2000;
-        let events = |action: Action| -> Vec<Vec<u8>> {
-            (0..n)
-                .map(|i| {
-                    uevd_testkit::char_event(
-                        action,
-                        &format!("/devices/virtual/{tag}/d{i}"),
-                        "widget",
-                        (245, i),
-                        &format!("churn/{i}"),
-                    )
-                })
-                .collect()
-        };
+        let events = |action| widget_events(action, &tag, 245, n, "churn");
         let (adds, removes) = (events(Action::Add), events(Action::Remove));
         // Every add appends a record of ~200 bytes: 14 rounds write well past the 4 MiB at
         // which the journal is replaced by a snapshot of the (few) live records.
@@ -792,11 +785,7 @@ fn a_long_add_remove_churn_compacts_the_journal_and_keeps_the_truth() {
         let odd: Vec<Vec<u8>> = removes.iter().skip(1).step_by(2).cloned().collect();
         inj.send_all(&odd).unwrap();
         sent += (adds.len() + odd.len()) as u64;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while d.stats()["processed"] < sent {
-            assert!(Instant::now() < deadline, "{:?}", d.stats());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        d.wait_for_stat("processed", sent, Duration::from_secs(60));
         d.settle();
         let db = d.run.path().join("db");
         let journal = std::fs::metadata(db.join("journal")).unwrap().len();
