@@ -337,7 +337,8 @@ fn run_info(args: &InfoArgs) -> ExitCode {
     for p in &problems {
         eprintln!("uevd info: {p}");
     }
-    let mut shown: Vec<&daemon::db::DeviceRecord> = if args.devices.is_empty() {
+    // Every record comes parents first; named ones in the order asked.
+    let shown: Vec<&daemon::db::DeviceRecord> = if args.devices.is_empty() {
         records.iter().collect()
     } else {
         let mut shown = Vec::new();
@@ -355,9 +356,6 @@ fn run_info(args: &InfoArgs) -> ExitCode {
         }
         shown
     };
-    if args.devices.is_empty() {
-        shown.sort_by(|a, b| uevd_sysfs::tree_order(&a.devpath, &b.devpath));
-    }
     let mut out = String::new();
     for (i, r) in shown.iter().enumerate() {
         if i > 0 {

@@ -382,33 +382,29 @@ impl std::fmt::Write for Buf<'_> {
     }
 }
 
-/// One entry read back.
-enum Entry {
-    Record(String, Box<DeviceRecord>),
-    Removal(String),
-}
+/// The records by id, as entries are replayed over them.
+type Live = HashMap<String, DeviceRecord>;
 
-/// Reads the entries of `bytes` in order. Returns them, corrupt records (framed correctly but
-/// unreadable, e.g. from a newer uevd) as errors, and the length of the good prefix: where a
-/// torn or garbled entry starts, or `bytes.len()`.
-fn read_entries(bytes: &[u8], path: &Path) -> (Vec<Entry>, Vec<DbError>, usize) {
-    let mut entries = Vec::new();
+/// Replays the entries of `bytes` over `live`, in order. Returns corrupt records (framed
+/// correctly but unreadable, e.g. from a newer uevd) as errors, and the length of the good
+/// prefix: where a torn or garbled entry starts, or `bytes.len()`.
+fn replay(bytes: &[u8], path: &Path, live: &mut Live) -> (Vec<DbError>, usize) {
     let mut errors = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        let Some(entry_len) = read_entry(&bytes[at..], path, &mut entries, &mut errors) else {
+        let Some(entry_len) = replay_entry(&bytes[at..], path, live, &mut errors) else {
             break;
         };
         at += entry_len;
     }
-    (entries, errors, at)
+    (errors, at)
 }
 
-/// Reads the entry at the start of `bytes`; `None` if it is torn or garbled.
-fn read_entry(
+/// Replays the entry at the start of `bytes`; `None` if it is torn or garbled.
+fn replay_entry(
     bytes: &[u8],
     path: &Path,
-    entries: &mut Vec<Entry>,
+    live: &mut Live,
     errors: &mut Vec<DbError>,
 ) -> Option<usize> {
     let eol = bytes.iter().position(|&b| b == b'\n')?;
@@ -435,15 +431,19 @@ fn read_entry(
                 })
                 .and_then(|text| DeviceRecord::parse(text, &path.join(&id)));
             match parsed {
-                Ok(record) => entries.push(Entry::Record(id, Box::new(record))),
+                Ok(record) => {
+                    live.insert(id, record);
+                }
                 Err(e) => {
                     errors.push(e);
                     // What the record replaced is stale either way.
-                    entries.push(Entry::Removal(id));
+                    live.remove(&id);
                 }
             }
         }
-        "X" if len == 0 => entries.push(Entry::Removal(id)),
+        "X" if len == 0 => {
+            live.remove(&id);
+        }
         _ => return None,
     }
     Some(eol + 1 + len)
@@ -655,8 +655,8 @@ const SNAPSHOT: &str = "snapshot";
 /// Where a snapshot is written before it is renamed into place.
 const SNAPSHOT_TMP: &str = ".snapshot.tmp";
 
-/// Reads the database in `dir` (`RUN/db`) without changing it: the records, damaged entries,
-/// and the length of the journal's good prefix.
+/// Reads the database in `dir` (`RUN/db`) without changing it: the records (parents before
+/// children), damaged entries, and the length of the journal's good prefix.
 fn read_dir_records(dir: &Path) -> Result<(Vec<DeviceRecord>, Vec<DbError>, u64), DbError> {
     let read = |name: &str| -> Result<Vec<u8>, DbError> {
         let path = dir.join(name);
@@ -670,27 +670,14 @@ fn read_dir_records(dir: &Path) -> Result<(Vec<DeviceRecord>, Vec<DbError>, u64)
             }),
         }
     };
-    let mut live: HashMap<String, DeviceRecord> = HashMap::new();
+    let mut live = Live::new();
     let mut errors = Vec::new();
-    let mut apply = |entries: Vec<Entry>| {
-        for e in entries {
-            match e {
-                Entry::Record(id, r) => {
-                    live.insert(id, *r);
-                }
-                Entry::Removal(id) => {
-                    live.remove(&id);
-                }
-            }
-        }
-    };
     let mut journal_good = 0;
     for name in [SNAPSHOT, JOURNAL] {
         let path = dir.join(name);
         let bytes = read(name)?;
-        let (entries, bad, good) = read_entries(&bytes, &path);
+        let (bad, good) = replay(&bytes, &path, &mut live);
         errors.extend(bad);
-        apply(entries);
         if good < bytes.len() {
             errors.push(DbError::Torn {
                 path,
@@ -701,7 +688,7 @@ fn read_dir_records(dir: &Path) -> Result<(Vec<DeviceRecord>, Vec<DbError>, u64)
         journal_good = good as u64;
     }
     let mut records: Vec<DeviceRecord> = live.into_values().collect();
-    records.sort_by(|a, b| a.devpath.cmp(&b.devpath));
+    records.sort_by(|a, b| uevd_sysfs::tree_order(&a.devpath, &b.devpath));
     Ok((records, errors, journal_good))
 }
 

@@ -770,8 +770,9 @@ impl Daemon {
         );
     }
 
-    /// Walks sysfs (several threads reading at once), keeps draining netlink meanwhile, and queues the events that reconcile
-    /// uevd's state with it. Kernel events received during the walk are queued after.
+    /// Walks sysfs (several threads reading at once), keeps draining netlink meanwhile, and
+    /// queues the events that reconcile uevd's state with it. Kernel events received during
+    /// the walk are queued after.
     fn sync_with_sysfs(&mut self, origin: Origin) {
         let started = Instant::now();
         if origin == Origin::Resync {
