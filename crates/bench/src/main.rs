@@ -555,6 +555,20 @@ fn make_nodes(sock: &rustix::fd::OwnedFd, dir: &Path, n: usize) -> std::io::Resu
     Ok(made)
 }
 
+/// A thread running [`make_nodes`] for `n` events into a fresh directory, already listening
+/// when this returns.
+fn spawn_node_maker(
+    n: usize,
+) -> Result<(
+    tempfile::TempDir,
+    std::thread::JoinHandle<std::io::Result<usize>>,
+)> {
+    let dev = tmp()?;
+    let sock = group_socket(1)?;
+    let dir = dev.path().to_owned();
+    Ok((dev, std::thread::spawn(move || make_nodes(&sock, &dir, n))))
+}
+
 fn throughput(b: &mut Bench, n: usize) -> Result<()> {
     let what = format!("burst of {n} add events → node on disk");
     let inj = Injector::open()?;
@@ -586,10 +600,7 @@ fn throughput(b: &mut Bench, n: usize) -> Result<()> {
 
     // Floor: a listener that makes each node and does nothing else — what any device manager
     // pays for one mknod in one directory, with the injector on the same cores.
-    let dev = tmp()?;
-    let sock = group_socket(1)?;
-    let dir = dev.path().to_owned();
-    let maker = std::thread::spawn(move || make_nodes(&sock, &dir, n));
+    let (_dev, maker) = spawn_node_maker(n)?;
     let t = Instant::now();
     inj.send_all(&events)?;
     let made = maker.join().map_err(|_| "node maker panicked")??;
@@ -734,10 +745,7 @@ fn latency(b: &mut Bench) -> Result<()> {
     drop(sock);
     b.row(&what, "floor: bare netlink listener", report(samples));
 
-    let dev = tmp()?;
-    let sock = group_socket(1)?;
-    let dir = dev.path().to_owned();
-    let maker = std::thread::spawn(move || make_nodes(&sock, &dir, n));
+    let (dev, maker) = spawn_node_maker(n)?;
     let samples = node_latency(&inj, dev.path(), n)?;
     maker.join().map_err(|_| "node maker panicked")??;
     b.row(&what, "floor: listener + mknod only", report(samples));
