@@ -285,6 +285,9 @@ fn run_daemon(args: &DaemonArgs) -> ExitCode {
     let accounts = Arc::new(crate::host::Accounts::system());
     let modules = (args.modprobe != std::path::Path::new("none"))
         .then(|| crate::builtins::ModuleLoader::spawn(args.modprobe.clone()));
+    // Kept to finish the queued module loads on exit: the loader thread would die with the
+    // process, dropping names that events already asked for.
+    let loader = modules.clone();
     let db = args.run.join("db");
     let source = args.rules.source();
     let sysfs = uevd_sysfs::Sysfs::new(&args.sysfs);
@@ -304,7 +307,11 @@ fn run_daemon(args: &DaemonArgs) -> ExitCode {
     };
     let policy = build();
     let reload: daemon::Reload = Box::new(move || Ok(build()));
-    match daemon::run(config, policy, reload) {
+    let result = daemon::run(config, policy, reload);
+    if let Some(loader) = loader {
+        loader.shutdown();
+    }
+    match result {
         Ok(()) => exit::code(exit::SUCCESS),
         Err(e) => {
             crate::error!("{e}");
