@@ -901,8 +901,11 @@ fn memory(b: &mut Bench) -> Result<()> {
     settle(b, run.path())?;
     let secs = t.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(200));
-    let after = status_kib(child.id(), "VmRSS:")?;
+    let after = rss(child.id())?;
     let peak = status_kib(child.id(), "VmHWM:")?;
+    if std::env::var_os("UEVD_BENCH_SMAPS").is_some() {
+        let _ = Command::new("sh").arg("-c").arg(format!("awk '/^[0-9a-f]+-/{{m=$1\" \"$6}} /^Rss:/{{if ($2>50) print $2, m}}' /proc/{}/smaps >&2", child.id())).status();
+    }
     let processed = daemon_stat(b, run.path(), "processed")?;
     stop(child);
     b.row(
@@ -910,7 +913,7 @@ fn memory(b: &mut Bench) -> Result<()> {
         &format!("uevd after a {total}-event add/remove burst"),
         format!(
             "idle {} (peak {}), {processed} events processed in {:.1} s",
-            mib(after),
+            after,
             mib(peak),
             secs
         ),

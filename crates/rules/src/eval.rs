@@ -94,59 +94,7 @@ impl DeviceInfo {
     }
 }
 
-/// An ordered property list. Small (tens of entries), so a vector beats a map.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Properties(Vec<(String, String)>);
-
-impl Properties {
-    /// Builds from pairs, keeping the last value of a repeated key.
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Properties {
-        let mut p = Properties::default();
-        for (k, v) in pairs {
-            p.set(&k.into(), v.into());
-        }
-        p
-    }
-
-    /// The value of `key`.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Sets `key` (an empty value is a value: only a literally empty `ENV{KEY}=""` removes).
-    pub fn set(&mut self, key: &str, value: String) {
-        if let Some(slot) = self.0.iter_mut().find(|(k, _)| k == key) {
-            slot.1 = value;
-        } else {
-            self.0.push((key.to_owned(), value));
-        }
-    }
-
-    /// Removes `key`.
-    pub fn remove(&mut self, key: &str) {
-        self.0.retain(|(k, _)| k != key);
-    }
-
-    /// All pairs, in the order they were first set.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-
-    /// Number of properties.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True when there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
+pub use crate::properties::Properties;
 
 /// One program or builtin to run after the event is processed (`RUN`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -627,7 +575,7 @@ impl Evaluator<'_> {
                 let cmdline = self.host.cmdline().unwrap_or_default();
                 match cmdline_value(&cmdline, &key) {
                     Some(v) => {
-                        state.properties.set(&key, v.unwrap_or("1").to_owned());
+                        state.properties.set(&key, v.unwrap_or("1"));
                         true
                     }
                     None => false,
@@ -638,12 +586,12 @@ impl Evaluator<'_> {
                 Some(mut parent) => {
                     if let Some((recorded, _)) = self.host.device_record(&parent) {
                         for (k, v) in recorded.iter() {
-                            parent.properties.set(k, v.to_owned());
+                            parent.properties.set(k, v);
                         }
                     }
                     for (k, v) in parent.properties.iter() {
                         if pattern.matches_str(Some(k)) {
-                            state.properties.set(k, v.to_owned());
+                            state.properties.set(k, v);
                         }
                     }
                     true
@@ -1180,7 +1128,7 @@ fn import_lines(text: &str, properties: &mut Properties) {
             .and_then(|v| v.strip_suffix('"'))
             .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
             .unwrap_or(value);
-        properties.set(key, value.to_owned());
+        properties.set(key, value);
     }
 }
 

@@ -16,6 +16,7 @@ pub mod load;
 pub mod mdev;
 pub mod parse;
 pub mod pattern;
+pub mod properties;
 
 pub use ast::Rules;
 pub use parse::{Diagnostic, NameResolver, Severity};

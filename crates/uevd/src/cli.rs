@@ -270,6 +270,7 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn run_daemon(args: &DaemonArgs) -> ExitCode {
+    crate::memory::use_one_heap();
     crate::log::set_level(args.log_level);
     crate::log::set_kmsg(args.log_format == LogFormat::Kmsg);
     let config = daemon::Config {

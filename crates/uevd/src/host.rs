@@ -216,10 +216,7 @@ impl Host for SystemHost<'_> {
 
     fn device_record(&mut self, device: &DeviceInfo) -> Option<(Properties, Vec<String>)> {
         let record = self.record_of(device)?;
-        Some((
-            Properties::from_pairs(record.properties.iter().cloned()),
-            record.tags,
-        ))
+        Some((record.properties.clone(), record.tags))
     }
 
     fn find_device(&mut self, subsystem: &str, sysname: &str) -> Option<String> {

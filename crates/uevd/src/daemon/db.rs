@@ -46,6 +46,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use uevd_rules::eval::Properties;
 use uevd_wire::Uevent;
 
 /// The node a device has: what was made, and the directories made for it.
@@ -73,7 +74,7 @@ pub struct DeviceRecord {
     /// Tags.
     pub tags: Vec<String>,
     /// Properties: the kernel's (without ACTION/SEQNUM), then the policy's.
-    pub properties: Vec<(String, String)>,
+    pub properties: Properties,
     /// The node is watched for writers closing it (`OPTIONS+="watch"`); kept so watches
     /// survive a restart.
     pub watch: bool,
@@ -156,24 +157,14 @@ pub fn event_device_id(event: &Uevent) -> String {
 impl DeviceRecord {
     /// The record's id (file name).
     pub fn id(&self) -> String {
-        let get = |k: &str| {
-            self.properties
-                .iter()
-                .rev()
-                .find(|(key, _)| key == k)
-                .and_then(|(_, v)| v.parse::<u32>().ok())
-        };
+        let get = |k: &str| self.properties.get(k).and_then(|v| v.parse::<u32>().ok());
         let devnum = get("MAJOR").zip(get("MINOR"));
         device_id(&self.devpath, &self.subsystem, devnum, get("IFINDEX"))
     }
 
     /// The last value of property `key`.
     pub fn property(&self, key: &str) -> Option<&str> {
-        self.properties
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.properties.get(key)
     }
 
     /// Serialises the record.
@@ -212,7 +203,7 @@ impl DeviceRecord {
         if self.watch {
             let _ = writeln!(out, "W:1");
         }
-        for (k, v) in &self.properties {
+        for (k, v) in self.properties.iter() {
             let _ = writeln!(out, "E:{}={}", escape(k), escape(v));
         }
         out
@@ -232,7 +223,7 @@ impl DeviceRecord {
             node: None,
             symlinks: Vec::new(),
             tags: Vec::new(),
-            properties: Vec::new(),
+            properties: Properties::default(),
             watch: false,
         };
         let mut dirs = Vec::new();
@@ -269,7 +260,7 @@ impl DeviceRecord {
                     let (k, v) = value
                         .split_once('=')
                         .ok_or_else(|| corrupt(n, format!("property without '=': {value:?}")))?;
-                    rec.properties.push((k.to_owned(), v.to_owned()));
+                    rec.properties.set(k, v);
                 }
                 // Unknown keys are skipped: a newer uevd may add some.
                 _ => {}
@@ -592,6 +583,14 @@ impl Db {
         }
     }
 
+    /// Gives back the write buffer's memory once everything is written, after a burst grew it.
+    pub fn release_buffer(&self) {
+        let mut j = self.journal();
+        if j.pending.is_empty() {
+            j.pending = Vec::new();
+        }
+    }
+
     /// Whether it is time to write a snapshot of the `live_bytes` of live records: the
     /// journal has grown well past them, or entries were lost.
     pub fn needs_snapshot(&self, live_records: usize) -> bool {
@@ -721,11 +720,11 @@ mod tests {
             }),
             symlinks: vec![NodePath::new("input/by-path/kbd").unwrap()],
             tags: vec!["seat".into()],
-            properties: vec![
-                ("MAJOR".into(), "13".into()),
-                ("MINOR".into(), "67".into()),
-                ("ODD".into(), "a\\b\nc=d".into()),
-            ],
+            properties: Properties::from_pairs([
+                ("MAJOR", "13"),
+                ("MINOR", "67"),
+                ("ODD", "a\\b\nc=d"),
+            ]),
             watch: true,
         }
     }
@@ -795,7 +794,7 @@ mod tests {
             node: None,
             symlinks: Vec::new(),
             tags: Vec::new(),
-            properties: vec![("N".into(), n.to_string())],
+            properties: Properties::from_pairs([("N", n.to_string())]),
             watch: false,
         }
     }

@@ -557,7 +557,12 @@ impl Daemon {
         if idle && self.stats.processed >= self.processed_at_trim + TRIM_AFTER {
             self.queue.shrink();
             self.known.shrink_to_fit();
+            self.pool.processor().db().release_buffer();
             crate::memory::release_free_memory();
+            debug!(
+                "idle after {} event(s): free memory handed back",
+                self.stats.processed - self.processed_at_trim
+            );
             self.processed_at_trim = self.stats.processed;
         }
         if !self.ready && idle && !self.stopping {

@@ -23,7 +23,7 @@ pub struct Decision {
     /// Symlinks to the node, relative to `/dev`.
     pub symlinks: Vec<String>,
     /// Properties to add to (or override in) the device's record.
-    pub properties: Vec<(String, String)>,
+    pub properties: uevd_rules::eval::Properties,
     /// Tags to attach to the device.
     pub tags: Vec<String>,
     /// `properties` is the device's complete list (rules may also remove kernel properties);

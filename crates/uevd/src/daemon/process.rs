@@ -11,6 +11,7 @@ use super::nodes::{DevFs, NodeKind, NodePath, NodeSpec, Nodes};
 use super::policy::Policy;
 use super::queue::{Job, Origin};
 use std::sync::{Arc, RwLock};
+use uevd_rules::eval::Properties;
 use uevd_wire::{Action, Uevent};
 
 /// The result of processing one event.
@@ -51,7 +52,12 @@ fn helper_env(event: &Uevent, record: &DeviceRecord) -> Vec<(String, String)> {
         .filter(|(k, _)| per_event(k) || *k == "SEQNUM")
         .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into_owned()))
         .collect();
-    env.extend(record.properties.iter().cloned());
+    env.extend(
+        record
+            .properties
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
     if let Some(node) = &record.node {
         env.retain(|(k, _)| k != "DEVNAME");
         env.push((
@@ -204,18 +210,17 @@ impl<F: DevFs> Processor<F> {
         let policy = self.policy();
         let decision = policy.decide(event, previous);
 
-        let mut properties: Vec<(String, String)> = if decision.properties_complete {
-            Vec::new()
+        let mut properties = if decision.properties_complete {
+            Properties::default()
         } else {
             event
                 .iter()
                 .filter(|(k, _)| !per_event(k))
-                .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into_owned()))
+                .map(|(k, v)| (k, String::from_utf8_lossy(v)))
                 .collect()
         };
         for (k, v) in decision.properties.iter().filter(|(k, _)| !per_event(k)) {
-            properties.retain(|(key, _)| key != k);
-            properties.push((k.clone(), v.clone()));
+            properties.set(k, v);
         }
 
         // The node, if the device has one and its name is acceptable.
@@ -369,9 +374,9 @@ impl<F: DevFs> Processor<F> {
                 .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into_owned()))
                 .collect();
             if let Some(old) = out.previous.as_deref() {
-                for (k, v) in &old.properties {
+                for (k, v) in old.properties.iter() {
                     if !env.iter().any(|(key, _)| key == k) {
-                        env.push((k.clone(), v.clone()));
+                        env.push((k.to_owned(), v.to_owned()));
                     }
                 }
             }

@@ -102,7 +102,7 @@ impl Fix {
             Fix::Change(d) => d.to_uevent(Action::Change, seqnum),
             Fix::Remove(r) => {
                 let mut b = UeventBuilder::new(Action::Remove, &r.devpath, &r.subsystem);
-                for (k, v) in &r.properties {
+                for (k, v) in r.properties.iter() {
                     b.var(k, v);
                 }
                 b.seqnum(seqnum).build()
@@ -122,7 +122,7 @@ mod tests {
             driver: None,
             vars: vars
                 .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         }
     }
@@ -135,10 +135,7 @@ mod tests {
             node: None,
             symlinks: vec![],
             tags: vec![],
-            properties: props
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
+            properties: props.iter().map(|(k, v)| (*k, *v)).collect(),
             watch: false,
         })
     }

@@ -125,10 +125,7 @@ pub fn event_state(event: &Uevent, previous: Option<&DeviceRecord>) -> EventStat
         }
     }));
     let (tags, db_properties) = match previous {
-        Some(p) => (
-            p.tags.clone(),
-            Properties::from_pairs(p.properties.iter().cloned()),
-        ),
+        Some(p) => (p.tags.clone(), p.properties.clone()),
         None => (Vec::new(), Properties::default()),
     };
     EventState::new(properties, tags, db_properties)
@@ -170,11 +167,7 @@ impl Policy for RulesPolicy {
                 .gid
                 .or_else(|| event.get("DEVGID").and_then(|g| g.parse().ok())),
             symlinks: state.symlinks.clone(),
-            properties: state
-                .properties
-                .iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
+            properties: state.properties.clone(),
             properties_complete: true,
             tags: state.all_tags.clone(),
             run: state.run.clone(),
@@ -228,10 +221,7 @@ impl Policy for RulesPolicy {
                         command,
                         decision
                             .properties
-                            .iter()
-                            .rev()
-                            .find(|(k, _)| k == "MODALIAS")
-                            .map(|(_, v)| v.as_str())
+                            .get("MODALIAS")
                             .or(event.get("MODALIAS")),
                     ) {
                         Ok(names) => match &self.modules {
