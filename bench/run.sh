@@ -5,6 +5,7 @@
 # service start-up disabled so no udevd starts on the host).
 #   bench/run.sh            full run (100k-device tree, 100k-event bursts, 1M-event soak)
 #   bench/run.sh --quick    smaller sizes, for a smoke test
+#   bench/run.sh --only coldplug|throughput|latency|memory|rules    one section
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v busybox >/dev/null || ! command -v udevadm >/dev/null; then
@@ -12,5 +13,13 @@ if ! command -v busybox >/dev/null || ! command -v udevadm >/dev/null; then
     apt-get update -qq && apt-get install -y -qq busybox udev >/dev/null
 fi
 cargo build --release -q -p uevd -p uevd-bench
-exec env UEVD_BENCH_NAMESPACES=1 unshare --mount --net --propagation private \
+# The static musl build (for small systems) is measured beside the default one where it can
+# be built; rustup fetches the target's standard library once.
+static=()
+musl=x86_64-unknown-linux-musl
+if rustup target list --installed 2>/dev/null | grep -qx $musl || rustup target add $musl >/dev/null 2>&1; then
+    cargo build --release -q -p uevd --target $musl
+    static=(env UEVD_BENCH_STATIC="$PWD/target/$musl/release/uevd")
+fi
+exec "${static[@]}" env UEVD_BENCH_NAMESPACES=1 unshare --mount --net --propagation private \
     target/release/uevd-bench "$PWD/target/release/uevd" "$@"

@@ -35,11 +35,25 @@ struct Row {
 
 struct Bench {
     uevd: PathBuf,
+    /// The same daemon built statically against musl (`UEVD_BENCH_STATIC`), measured too
+    /// where memory matters: the build for small systems.
+    uevd_static: Option<PathBuf>,
     rows: Vec<Row>,
     quick: bool,
 }
 
 impl Bench {
+    /// Runs `f` with `uevd` pointing at the static build, if there is one.
+    fn with_static(&mut self, f: impl FnOnce(&mut Bench) -> Result<()>) -> Result<()> {
+        let Some(path) = self.uevd_static.clone() else {
+            return Ok(());
+        };
+        let dynamic = std::mem::replace(&mut self.uevd, path);
+        let result = f(self);
+        self.uevd = dynamic;
+        result
+    }
+
     fn row(&mut self, what: &str, who: &str, value: String) {
         eprintln!("  {what:<44} {who:<26} {value}");
         self.rows.push(Row {
@@ -67,6 +81,7 @@ fn run() -> Result<()> {
     sh("mount -t tmpfs -o mode=1777 tmpfs /tmp")?;
     let mut b = Bench {
         uevd,
+        uevd_static: std::env::var_os("UEVD_BENCH_STATIC").map(PathBuf::from),
         rows: Vec::new(),
         quick,
     };
@@ -615,6 +630,11 @@ fn throughput(b: &mut Bench, n: usize) -> Result<()> {
         let result = with_empty_uevd(b, children, |dev| node_throughput(&inj, dev, n, 0))?;
         b.row(&what, &format!("uevd --children {children}"), result);
     }
+    b.with_static(|b| {
+        let result = with_empty_uevd(b, "0", |dev| node_throughput(&inj, dev, n, 0))?;
+        b.row(&what, "uevd static (musl) --children 0", result);
+        Ok(())
+    })?;
 
     fresh_dev_run()?;
     let sys = FakeSysMount::new(&[(0, n)])?;
@@ -758,6 +778,11 @@ fn latency(b: &mut Bench) -> Result<()> {
             report(samples),
         );
     }
+    b.with_static(|b| {
+        let samples = with_empty_uevd(b, "0", |dev| node_latency(&inj, dev, n))?;
+        b.row(&what, "uevd static (musl) --children 0", report(samples));
+        Ok(())
+    })?;
 
     fresh_dev_run()?;
     let sys = FakeSysMount::new(&[(LATENCY_BASE, n)])?;
@@ -875,11 +900,38 @@ fn rss(pid: u32) -> Result<String> {
 }
 
 fn memory(b: &mut Bench) -> Result<()> {
+    uevd_memory(b, "uevd")?;
+    b.with_static(|b| uevd_memory(b, "uevd static (musl)"))?;
+    let what = "memory (RSS)";
+    let inj = Injector::open()?;
+    fresh_dev_run()?;
+    let sys = FakeSysMount::new(&[])?;
+    let mdev = spawn_mdev()?;
+    wait_listening_mdev(&inj)?;
+    let idle = rss(mdev.id())?;
+    stop(mdev);
+    drop(sys);
+    b.row(what, "busybox mdev -df idle", idle);
+    fresh_dev_run()?;
+    let udevd = start_udevd()?;
+    sh("udevadm trigger --action=add >/dev/null 2>&1; udevadm settle -t 60")?;
+    let idle = rss(udevd.id())?;
+    stop(udevd);
+    b.row(what, "systemd-udevd idle after coldplug", idle);
+    Ok(())
+}
+
+/// uevd's idle RSS after coldplug, then after a long add/remove burst.
+fn uevd_memory(b: &mut Bench, who: &str) -> Result<()> {
     let what = "memory (RSS)";
     let (dev, run) = (tmp()?, tmp()?);
     let (child, _) = start_uevd(b, Path::new("/sys"), dev.path(), run.path(), &[])?;
     std::thread::sleep(Duration::from_millis(200));
-    b.row(what, "uevd idle after coldplug of /sys", rss(child.id())?);
+    b.row(
+        what,
+        &format!("{who} idle after coldplug of /sys"),
+        rss(child.id())?,
+    );
 
     // A burst that leaves no state behind: add and remove 1000 devices, over and over.
     let total = if b.quick { 100_000 } else { 1_000_000 };
@@ -903,14 +955,11 @@ fn memory(b: &mut Bench) -> Result<()> {
     std::thread::sleep(Duration::from_millis(200));
     let after = rss(child.id())?;
     let peak = status_kib(child.id(), "VmHWM:")?;
-    if std::env::var_os("UEVD_BENCH_SMAPS").is_some() {
-        let _ = Command::new("sh").arg("-c").arg(format!("awk '/^[0-9a-f]+-/{{m=$1\" \"$6}} /^Rss:/{{if ($2>50) print $2, m}}' /proc/{}/smaps >&2", child.id())).status();
-    }
     let processed = daemon_stat(b, run.path(), "processed")?;
     stop(child);
     b.row(
         what,
-        &format!("uevd after a {total}-event add/remove burst"),
+        &format!("{who} after a {total}-event add/remove burst"),
         format!(
             "idle {} (peak {}), {processed} events processed in {:.1} s",
             after,
@@ -918,21 +967,6 @@ fn memory(b: &mut Bench) -> Result<()> {
             secs
         ),
     );
-
-    fresh_dev_run()?;
-    let sys = FakeSysMount::new(&[])?;
-    let mdev = spawn_mdev()?;
-    wait_listening_mdev(&inj)?;
-    let idle = rss(mdev.id())?;
-    stop(mdev);
-    drop(sys);
-    b.row(what, "busybox mdev -df idle", idle);
-    fresh_dev_run()?;
-    let udevd = start_udevd()?;
-    sh("udevadm trigger --action=add >/dev/null 2>&1; udevadm settle -t 60")?;
-    let idle = rss(udevd.id())?;
-    stop(udevd);
-    b.row(what, "systemd-udevd idle after coldplug", idle);
     Ok(())
 }
 
