@@ -8,9 +8,12 @@ use uevd_testkit::{event, uevd_command, Action, Child, Injector};
 /// How long a test waits for anything before it fails.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `uevd ARGS…` with piped output.
+/// `uevd ARGS…` with piped output. `UEVD_TEST_BINARY` runs the suite against another build of
+/// the same code (CI uses it for the static musl build).
 pub fn uevd(args: &[&str]) -> Command {
-    let mut cmd = uevd_command(env!("CARGO_BIN_EXE_uevd"));
+    let binary =
+        std::env::var_os("UEVD_TEST_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_uevd").into());
+    let mut cmd = uevd_command(binary);
     cmd.args(args);
     cmd
 }
