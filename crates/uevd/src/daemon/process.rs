@@ -210,18 +210,21 @@ impl<F: DevFs> Processor<F> {
         let policy = self.policy();
         let decision = policy.decide(event, previous);
 
-        let mut properties = if decision.properties_complete {
-            Properties::default()
+        let properties = if decision.properties_complete {
+            let mut properties = decision.properties.clone();
+            properties.retain(|k, _| !per_event(k));
+            properties
         } else {
-            event
+            let mut properties: Properties = event
                 .iter()
                 .filter(|(k, _)| !per_event(k))
                 .map(|(k, v)| (k, String::from_utf8_lossy(v)))
-                .collect()
+                .collect();
+            for (k, v) in decision.properties.iter().filter(|(k, _)| !per_event(k)) {
+                properties.set(k, v);
+            }
+            properties
         };
-        for (k, v) in decision.properties.iter().filter(|(k, _)| !per_event(k)) {
-            properties.set(k, v);
-        }
 
         // The node, if the device has one and its name is acceptable.
         let mut node: Option<NodeRecord> = None;

@@ -157,8 +157,9 @@ impl Policy for RulesPolicy {
                 .filter(|m| *m <= 0o7777)
                 .or(state.gid.filter(|g| *g > 0).map(|_| 0o660))
         });
+        // The state ends here: its lists move into the decision.
         Decision {
-            name: state.name.clone(),
+            name: state.name,
             mode,
             uid: state
                 .uid
@@ -166,11 +167,11 @@ impl Policy for RulesPolicy {
             gid: state
                 .gid
                 .or_else(|| event.get("DEVGID").and_then(|g| g.parse().ok())),
-            symlinks: state.symlinks.clone(),
-            properties: state.properties.clone(),
+            symlinks: state.symlinks,
+            properties: state.properties,
             properties_complete: true,
-            tags: state.all_tags.clone(),
-            run: state.run.clone(),
+            tags: state.all_tags,
+            run: state.run,
             no_node: state.no_node,
             watch: state.watch.unwrap_or(false),
             link_priority: state.link_priority,
