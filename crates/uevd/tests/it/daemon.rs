@@ -744,8 +744,9 @@ fn a_burst_larger_than_the_queue_waits_in_the_kernel_buffer_and_is_processed_in_
         let d = Daemon::start(sys.root(), &["--no-coldplug"]);
         let inj = Injector::open().unwrap();
         let tag = unique("big");
-        // A burst far larger than usual; past MAX_QUEUED (65 536) events wait in the socket.
-        let n = 9000;
+        // Past MAX_QUEUED (65 536) parsed events the daemon stops reading, and the rest waits
+        // in the socket's receive buffer until the queue has drained to half.
+        let n = 70_000;
         inj.send_all(&widget_events(Action::Add, &tag, 244, n, "big"))
             .unwrap();
         d.wait_for_stat("processed", n as u64, Duration::from_secs(60));
