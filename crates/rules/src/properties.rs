@@ -8,24 +8,29 @@
 use std::fmt;
 use std::ops::Range;
 
-/// One property: where its key and value sit in the text.
+/// One property: where its key and value sit in the text. Offsets are 32-bit (half the size
+/// of a record's entry table); a list's text is kept below 4 GiB by [`Properties::set`].
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    key: (usize, usize),
-    value: (usize, usize),
+    key: (u32, u32),
+    value: (u32, u32),
 }
 
 impl Entry {
     fn key(self) -> Range<usize> {
-        self.key.0..self.key.1
+        self.key.0 as usize..self.key.1 as usize
     }
     fn value(self) -> Range<usize> {
-        self.value.0..self.value.1
+        self.value.0 as usize..self.value.1 as usize
     }
     fn len(self) -> usize {
-        (self.key.1 - self.key.0) + (self.value.1 - self.value.0)
+        self.key().len() + self.value().len()
     }
 }
+
+/// The most text one list holds; a `set` that would pass it is dropped (no event or rule
+/// comes near: a uevent is at most 8 KiB).
+const MAX_TEXT: usize = u32::MAX as usize;
 
 /// An ordered property list: keys are unique, kept in the order they were first set.
 #[derive(Clone, Default)]
@@ -41,11 +46,22 @@ impl Properties {
     pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(
         pairs: impl IntoIterator<Item = (K, V)>,
     ) -> Properties {
-        let mut p = Properties::default();
+        let pairs = pairs.into_iter();
+        let mut p = Properties::with_capacity(pairs.size_hint().0, 0);
         for (k, v) in pairs {
             p.set(k.as_ref(), v.as_ref());
         }
         p
+    }
+
+    /// An empty list with room for `entries` properties and `text` bytes of keys and values,
+    /// so a list built in one go allocates twice.
+    pub fn with_capacity(entries: usize, text: usize) -> Properties {
+        Properties {
+            text: String::with_capacity(text),
+            entries: Vec::with_capacity(entries),
+            dead: 0,
+        }
     }
 
     fn find(&self, key: &str) -> Option<usize> {
@@ -57,28 +73,40 @@ impl Properties {
         self.find(key).map(|i| &self.text[self.entries[i].value()])
     }
 
-    fn push_text(&mut self, s: &str) -> (usize, usize) {
-        let start = self.text.len();
-        self.text.push_str(s);
-        (start, self.text.len())
+    /// Appends `parts` as one string; its offsets. The caller checked the length.
+    fn push_text(&mut self, parts: &[&str]) -> (u32, u32) {
+        let start = self.text.len() as u32;
+        for part in parts {
+            self.text.push_str(part);
+        }
+        (start, self.text.len() as u32)
     }
 
     /// Sets `key` (an empty value is a value: only a literally empty `ENV{KEY}=""` removes).
     pub fn set(&mut self, key: &str, value: impl AsRef<str>) {
-        let value = value.as_ref();
+        self.set_joined(key, &[value.as_ref()]);
+    }
+
+    /// Sets `key` to the concatenation of `parts` (`/dev/` + a name, say) without building
+    /// the value first.
+    pub fn set_joined(&mut self, key: &str, parts: &[&str]) {
+        let value_len: usize = parts.iter().map(|p| p.len()).sum();
+        if self.text.len() + key.len() + value_len > MAX_TEXT {
+            return;
+        }
         match self.find(key) {
             Some(i) => {
                 let old = self.entries[i].value();
-                if &self.text[old.clone()] == value {
+                if equals_joined(&self.text[old.clone()], parts) {
                     return;
                 }
                 self.dead += old.len();
-                self.entries[i].value = self.push_text(value);
+                self.entries[i].value = self.push_text(parts);
                 self.compact_if_wasteful();
             }
             None => {
-                let key = self.push_text(key);
-                let value = self.push_text(value);
+                let key = self.push_text(&[key]);
+                let value = self.push_text(parts);
                 self.entries.push(Entry { key, value });
             }
         }
@@ -115,13 +143,14 @@ impl Properties {
         }
         let mut text = String::with_capacity(self.text.len() - self.dead);
         for e in &mut self.entries {
-            let start = text.len();
+            // Compaction only shrinks the text, so the offsets still fit.
+            let start = text.len() as u32;
             text.push_str(&self.text[e.key()]);
-            let mid = text.len();
+            let mid = text.len() as u32;
             text.push_str(&self.text[e.value()]);
             *e = Entry {
                 key: (start, mid),
-                value: (mid, text.len()),
+                value: (mid, text.len() as u32),
             };
         }
         self.text = text;
@@ -144,6 +173,18 @@ impl Properties {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// Whether `text` is the concatenation of `parts`.
+fn equals_joined(text: &str, parts: &[&str]) -> bool {
+    let mut rest = text;
+    for part in parts {
+        match rest.strip_prefix(part) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 impl PartialEq for Properties {
@@ -182,6 +223,20 @@ mod tests {
         assert_eq!(p.get("A"), None);
         p.retain(|k, _| k != "B");
         assert_eq!(p.iter().collect::<Vec<_>>(), [("C", "")]);
+    }
+
+    #[test]
+    fn joined_values_are_one_value() {
+        let mut p = Properties::with_capacity(2, 32);
+        p.set_joined("DEVNAME", &["/dev/", "sda"]);
+        assert_eq!(p.get("DEVNAME"), Some("/dev/sda"));
+        let before = p.text.len();
+        p.set("DEVNAME", "/dev/sda");
+        assert_eq!(p.text.len(), before, "an equal value is not stored again");
+        p.set_joined("DEVNAME", &["/dev/", "sd", "b"]);
+        assert_eq!(p.get("DEVNAME"), Some("/dev/sdb"));
+        p.set_joined("EMPTY", &[]);
+        assert_eq!(p.get("EMPTY"), Some(""));
     }
 
     #[test]

@@ -356,7 +356,12 @@ impl Uevent {
         if let Some(known) = Known::of(key.as_bytes()) {
             return self.known_bytes(known);
         }
-        self.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v)
+        // Compare raw key bytes: no UTF-8 check per field on the way.
+        self.fields
+            .iter()
+            .rev()
+            .find(|f| &self.bytes[usize::from(f.start)..usize::from(f.eq)] == key.as_bytes())
+            .map(|&f| self.field_value(f))
     }
 
     /// Every field in wire order, duplicates included.

@@ -169,44 +169,64 @@ impl DeviceRecord {
 
     /// Serialises the record.
     pub fn to_text(&self) -> String {
-        let mut out = String::with_capacity(256);
-        let _ = writeln!(out, "V:1");
-        let _ = writeln!(out, "P:{}", escape(&self.devpath));
-        let _ = writeln!(out, "U:{}", escape(&self.subsystem));
-        let _ = writeln!(out, "I:{}", self.usec_initialized);
+        let mut out = Vec::with_capacity(256);
+        self.write_text(&mut out);
+        // Every piece written is a `&str` or ASCII, so the bytes are UTF-8.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends the serialised record to `out` (the journal buffer), without building
+    /// intermediate strings: this runs once per processed event.
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"V:1\nP:");
+        escape_into(out, &self.devpath);
+        out.extend_from_slice(b"\nU:");
+        escape_into(out, &self.subsystem);
+        out.extend_from_slice(b"\nI:");
+        push_decimal(out, self.usec_initialized);
+        out.push(b'\n');
         if let Some(NodeRecord {
             spec: n,
             created_dirs,
         }) = &self.node
         {
-            let _ = writeln!(
-                out,
-                "N:{} {}:{} {:04o} {} {} {}",
-                n.kind.letter(),
-                n.devnum.0,
-                n.devnum.1,
-                n.mode,
-                n.uid,
-                n.gid,
-                escape(n.path.as_str())
-            );
+            out.extend_from_slice(b"N:");
+            out.push(n.kind.letter() as u8);
+            out.push(b' ');
+            push_decimal(out, u64::from(n.devnum.0));
+            out.push(b':');
+            push_decimal(out, u64::from(n.devnum.1));
+            out.push(b' ');
+            for shift in [9, 6, 3, 0] {
+                out.push(b'0' + ((n.mode >> shift) & 7) as u8);
+            }
+            out.push(b' ');
+            push_decimal(out, u64::from(n.uid));
+            out.push(b' ');
+            push_decimal(out, u64::from(n.gid));
+            out.push(b' ');
+            escape_into(out, n.path.as_str());
+            out.push(b'\n');
             for d in created_dirs {
-                let _ = writeln!(out, "D:{}", escape(d));
+                line(out, b"D:", d);
             }
         }
         for s in &self.symlinks {
-            let _ = writeln!(out, "S:{}", escape(s.as_str()));
+            line(out, b"S:", s.as_str());
         }
         for t in &self.tags {
-            let _ = writeln!(out, "G:{}", escape(t));
+            line(out, b"G:", t);
         }
         if self.watch {
-            let _ = writeln!(out, "W:1");
+            out.extend_from_slice(b"W:1\n");
         }
         for (k, v) in self.properties.iter() {
-            let _ = writeln!(out, "E:{}={}", escape(k), escape(v));
+            out.extend_from_slice(b"E:");
+            escape_into(out, k);
+            out.push(b'=');
+            escape_into(out, v);
+            out.push(b'\n');
         }
-        out
     }
 
     /// Parses a record; `path` is only for error messages.
@@ -302,11 +322,37 @@ fn parse_node(value: &str) -> Option<NodeRecord> {
     })
 }
 
-fn escape(s: &str) -> String {
-    if !s.contains(['\\', '\n']) {
-        return s.to_owned();
+/// Appends `s` with `\\` and newlines escaped (the format is line-based).
+fn escape_into(out: &mut Vec<u8>, s: &str) {
+    let mut rest = s.as_bytes();
+    while let Some(i) = memchr::memchr2(b'\\', b'\n', rest) {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(if rest[i] == b'\n' { b"\\n" } else { b"\\\\" });
+        rest = &rest[i + 1..];
     }
-    s.replace('\\', "\\\\").replace('\n', "\\n")
+    out.extend_from_slice(rest);
+}
+
+/// Appends `tag`, the escaped `value` and a newline.
+fn line(out: &mut Vec<u8>, tag: &[u8], value: &str) {
+    out.extend_from_slice(tag);
+    escape_into(out, value);
+    out.push(b'\n');
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 fn unescape(s: &str) -> Option<String> {
@@ -353,14 +399,32 @@ fn checksum(id: &[u8], payload: &[u8]) -> u64 {
     h
 }
 
-/// Appends one entry: a record (`Some`) or a removal (`None`).
+/// Appends one entry: a record (`Some`) or a removal (`None`). The header goes in first with
+/// fixed-width length and checksum fields that are filled in once the payload is written
+/// behind it, so the record is serialised straight into the buffer. (Replay parses the
+/// length as a number, so zero-padding reads back the same as older, unpadded headers.)
 fn append_entry(out: &mut Vec<u8>, id: &str, record: Option<&DeviceRecord>) {
-    let id = escape(id);
-    let payload = record.map(DeviceRecord::to_text).unwrap_or_default();
-    let sum = checksum(id.as_bytes(), payload.as_bytes());
-    let tag = if record.is_some() { 'R' } else { 'X' };
-    let _ = writeln!(Buf(out), "{tag} {} {sum:016x} {id}", payload.len());
-    out.extend_from_slice(payload.as_bytes());
+    let header_at = out.len();
+    out.extend_from_slice(if record.is_some() { b"R " } else { b"X " });
+    let len_at = out.len();
+    out.extend_from_slice(b"0000000000 0000000000000000 ");
+    let id_at = out.len();
+    escape_into(out, id);
+    out.push(b'\n');
+    let payload_at = out.len();
+    if let Some(record) = record {
+        record.write_text(out);
+    }
+    let sum = checksum(&out[id_at..payload_at - 1], &out[payload_at..]);
+    let len = out.len() - payload_at;
+    let mut field = Vec::with_capacity(27);
+    let _ = write!(Buf(&mut field), "{len:010} {sum:016x}");
+    if field.len() == 27 {
+        out[len_at..len_at + 27].copy_from_slice(&field);
+    } else {
+        // A payload of 10 GB or more cannot come from one device; refuse rather than corrupt.
+        out.truncate(header_at);
+    }
 }
 
 /// `fmt::Write` into a byte buffer.

@@ -115,15 +115,17 @@ impl RulesPolicy {
 
 /// The rule engine's starting state for an event.
 pub fn event_state(event: &Uevent, previous: Option<&DeviceRecord>) -> EventState {
-    let properties = Properties::from_pairs(event.iter().map(|(k, v)| {
-        let v = String::from_utf8_lossy(v).into_owned();
+    // One allocation for the text, one for the entries: the datagram's size bounds both.
+    let mut properties = Properties::with_capacity(event.len(), event.as_bytes().len() + 8);
+    for (k, v) in event.iter() {
+        let v = String::from_utf8_lossy(v);
         // The kernel's DEVNAME is relative; rules (and udev's database) see /dev/NAME.
         if k == "DEVNAME" && !v.starts_with('/') {
-            (k.to_owned(), format!("/dev/{v}"))
+            properties.set_joined(k, &["/dev/", &v]);
         } else {
-            (k.to_owned(), v)
+            properties.set(k, v);
         }
-    }));
+    }
     let (tags, db_properties) = match previous {
         Some(p) => (p.tags.clone(), p.properties.clone()),
         None => (Vec::new(), Properties::default()),
