@@ -132,6 +132,12 @@ fn children_counts() -> Vec<String> {
         .collect()
 }
 
+/// Whether to run the peers (mdev, udevd) too: `UEVD_BENCH_PEERS=0` skips them in the
+/// throughput section, for quick before/after runs of uevd alone against the floors.
+fn peers_wanted() -> bool {
+    std::env::var("UEVD_BENCH_PEERS").map_or(true, |v| v != "0")
+}
+
 fn sh(cmd: &str) -> Result<()> {
     let status = Command::new("sh").arg("-c").arg(cmd).status()?;
     if !status.success() {
@@ -635,6 +641,9 @@ fn throughput(b: &mut Bench, n: usize) -> Result<()> {
         b.row(&what, "uevd static (musl) --children 0", result);
         Ok(())
     })?;
+    if !peers_wanted() {
+        return Ok(());
+    }
 
     fresh_dev_run()?;
     let sys = FakeSysMount::new(&[(0, n)])?;

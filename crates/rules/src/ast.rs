@@ -1,8 +1,8 @@
 //! The compiled form of a rule set: lines of typed tokens, ready to evaluate.
 //!
 //! Every `KEY{attr} OP "value"` of a rule line becomes one [`Token`]. As in udev 252, the match
-//! tokens of a line are kept sorted by [`Key`] (the declaration order below: cheap string
-//! compares first, parent walks next, programs and imports last) and run before the
+//! tokens of a line are kept sorted by [`Key::match_rank`] (cheap string compares first,
+//! parent walks next, programs and imports last) and run before the
 //! assignments, which keep their written order. Values are classified once: match values become
 //! [`Pattern`]s, everything that is substituted becomes a [`Template`].
 
@@ -121,8 +121,8 @@ impl Builtin {
     }
 }
 
-/// The key of a token, with its typed argument. The declaration order of the match keys is the
-/// evaluation order within a line.
+/// The key of a token, with its typed argument. Match keys are evaluated in the order of
+/// [`Key::match_rank`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key {
     // ---- matches on the event device ----
@@ -266,14 +266,17 @@ impl Key {
     pub(crate) fn match_rank(&self) -> Option<u8> {
         Some(match self {
             Key::Action(_) | Key::Mdev(_) | Key::MdevDefault => 0,
-            Key::Devpath(_) => 1,
-            Key::Kernel(_) => 2,
-            Key::Symlink(_) => 3,
-            Key::Name(_) => 4,
-            Key::Env(..) => 5,
-            Key::Const(..) => 6,
-            Key::Tag(_) => 7,
-            Key::Subsystem(_) => 8,
+            // udev 252 tests SUBSYSTEM after KERNEL; these matches have no side effects, so
+            // the order only decides how fast a line is rejected, and most lines are
+            // rejected by their subsystem with one byte comparison.
+            Key::Subsystem(_) => 1,
+            Key::Devpath(_) => 2,
+            Key::Kernel(_) => 3,
+            Key::Symlink(_) => 4,
+            Key::Name(_) => 5,
+            Key::Env(..) => 6,
+            Key::Const(..) => 7,
+            Key::Tag(_) => 8,
             Key::Driver(_) => 9,
             Key::Attr(..) => 10,
             Key::Sysctl(..) => 11,
@@ -297,7 +300,15 @@ impl Key {
 
     /// Is this one of the keys that must all match on the same parent device?
     pub fn is_parent_match(&self) -> bool {
-        matches!(self.match_rank(), Some(12..=16))
+        // Asked for every token of every line evaluated: a variant test, not a rank lookup.
+        matches!(
+            self,
+            Key::ParentKernel(_)
+                | Key::ParentSubsystem(_)
+                | Key::ParentDriver(_)
+                | Key::ParentAttr(..)
+                | Key::ParentTag(_)
+        )
     }
 }
 
@@ -371,5 +382,37 @@ impl Rules {
     pub fn location(&self, line: &Line) -> String {
         let file = self.files.get(line.file as usize).map_or("?", |f| &*f.path);
         format!("{file}:{}", line.number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_matches_are_exactly_the_parent_ranks() {
+        let p = || Pattern::new("x");
+        let name = || AttrName::Plain("a".into());
+        let keys = [
+            Key::Action(p()),
+            Key::Subsystem(p()),
+            Key::Kernel(p()),
+            Key::Driver(p()),
+            Key::Attr(name(), p()),
+            Key::ParentKernel(p()),
+            Key::ParentSubsystem(p()),
+            Key::ParentDriver(p()),
+            Key::ParentAttr(name(), p()),
+            Key::ParentTag(p()),
+            Key::Result(p()),
+            Key::DbPersist,
+        ];
+        for key in keys {
+            assert_eq!(
+                key.is_parent_match(),
+                matches!(key.match_rank(), Some(12..=16)),
+                "{key:?}"
+            );
+        }
     }
 }

@@ -199,18 +199,16 @@ impl EventState {
         previous_tags: Vec<String>,
         db_properties: Properties,
     ) -> EventState {
-        let get = |k: &str| properties.get(k).map(str::to_owned);
-        let devnum = match (get("MAJOR"), get("MINOR")) {
-            (Some(a), Some(b)) => a.parse().ok().zip(b.parse().ok()),
-            _ => None,
-        };
+        let get = |k: &str| properties.get(k);
+        let number = |k: &str| get(k).and_then(|v| v.parse::<u32>().ok());
+        let devnum = number("MAJOR").zip(number("MINOR"));
         EventState {
-            action: get("ACTION").unwrap_or_default(),
-            devpath: get("DEVPATH").unwrap_or_default(),
-            subsystem: get("SUBSYSTEM"),
-            driver: get("DRIVER"),
+            action: get("ACTION").unwrap_or_default().to_owned(),
+            devpath: get("DEVPATH").unwrap_or_default().to_owned(),
+            subsystem: get("SUBSYSTEM").map(str::to_owned),
+            driver: get("DRIVER").map(str::to_owned),
             devnum,
-            ifindex: get("IFINDEX").and_then(|i| i.parse().ok()),
+            ifindex: number("IFINDEX"),
             all_tags: previous_tags,
             db_properties,
             properties,
@@ -250,7 +248,11 @@ pub struct Trace {
 
 /// The sysname of a devpath.
 pub fn sysname(devpath: &str) -> &str {
-    devpath.rsplit('/').next().unwrap_or(devpath)
+    // Byte search: '/' is ASCII, so the slice after it starts on a character boundary.
+    match memchr::memrchr(b'/', devpath.as_bytes()) {
+        Some(i) => &devpath[i + 1..],
+        None => devpath,
+    }
 }
 
 /// The trailing decimal number of a sysname (`%n`), empty if there is none.

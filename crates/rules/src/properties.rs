@@ -65,7 +65,11 @@ impl Properties {
     }
 
     fn find(&self, key: &str) -> Option<usize> {
-        self.entries.iter().position(|e| &self.text[e.key()] == key)
+        // Lengths first: most keys differ in length, and that needs no text access.
+        let (key, text) = (key.as_bytes(), self.text.as_bytes());
+        self.entries.iter().position(|e| {
+            (e.key.1 - e.key.0) as usize == key.len() && text.get(e.key()) == Some(key)
+        })
     }
 
     /// The value of `key`.
@@ -133,6 +137,21 @@ impl Properties {
         });
         self.dead += dead;
         self.compact_if_wasteful();
+    }
+
+    /// A compact copy holding only the properties `keep` accepts (one pass, two allocations;
+    /// cheaper than `clone` then [`Properties::retain`]).
+    pub fn filtered(&self, mut keep: impl FnMut(&str, &str) -> bool) -> Properties {
+        let mut out = Properties::with_capacity(self.entries.len(), self.text.len() - self.dead);
+        for (k, v) in self.iter() {
+            if keep(k, v) {
+                // Keys are unique here already: no lookup needed.
+                let key = out.push_text(&[k]);
+                let value = out.push_text(&[v]);
+                out.entries.push(Entry { key, value });
+            }
+        }
+        out
     }
 
     /// Rewrites the text without dead bytes once they are more than half of it, so a list
@@ -223,6 +242,19 @@ mod tests {
         assert_eq!(p.get("A"), None);
         p.retain(|k, _| k != "B");
         assert_eq!(p.iter().collect::<Vec<_>>(), [("C", "")]);
+    }
+
+    #[test]
+    fn filtered_copies_keep_order_and_drop_dead_text() {
+        let mut p = Properties::from_pairs([("A", "1"), ("SEQNUM", "7"), ("B", "2")]);
+        p.set("A", "replaced");
+        let f = p.filtered(|k, _| k != "SEQNUM");
+        assert_eq!(
+            f.iter().collect::<Vec<_>>(),
+            [("A", "replaced"), ("B", "2")]
+        );
+        assert_eq!(f.dead, 0);
+        assert_eq!(f.text.len(), "Areplaced".len() + "B2".len());
     }
 
     #[test]

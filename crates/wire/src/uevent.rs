@@ -16,6 +16,8 @@
 //!   at most 64 variables (`UEVENT_BUFFER_SIZE`, `UEVENT_NUM_ENVP`). [`MAX_MESSAGE_LEN`] and
 //!   [`MAX_FIELDS`] sit well above that and well below anything that could hurt.
 
+use std::borrow::Cow;
+
 use crate::error::{excerpt, ParseError};
 use crate::Action;
 use std::fmt;
@@ -101,7 +103,7 @@ impl Known {
 /// infallible because validation happened once, at parse time.
 #[derive(Clone)]
 pub struct Uevent {
-    bytes: Box<[u8]>,
+    bytes: Storage,
     /// Length of the header, without its NUL.
     header_len: u16,
     fields: Vec<Field>,
@@ -179,7 +181,7 @@ impl Uevent {
         }
 
         let mut event = Uevent {
-            bytes: bytes.into(),
+            bytes: Storage::new(bytes),
             header_len: header_len as u16,
             fields,
             known,
@@ -195,7 +197,7 @@ impl Uevent {
     /// Checks required keys, the header, text and numeric values; fills the cached values.
     fn validate(&mut self, at: usize) -> Result<(), ParseError> {
         // Nearly every message is UTF-8 throughout; only otherwise check key by key.
-        let all_utf8 = std::str::from_utf8(&self.bytes).is_ok();
+        let all_utf8 = matches!(self.bytes, Storage::Text(_));
         for (known, name) in if all_utf8 { &[][..] } else { &TEXT_KEYS[..] } {
             let (known, name) = (*known, *name);
             if let Some(value) = self.known_bytes(known) {
@@ -224,7 +226,7 @@ impl Uevent {
             check_devpath("DEVPATH_OLD", old)?;
         }
 
-        let header = &self.bytes[..usize::from(self.header_len)];
+        let header = &self.bytes.raw()[..usize::from(self.header_len)];
         let (header_action, header_devpath) = (&header[..at], &header[at + 1..]);
         if header_action != action {
             return Err(self.mismatch("ACTION", action));
@@ -247,7 +249,7 @@ impl Uevent {
 
     fn mismatch(&self, key: &'static str, value: &[u8]) -> ParseError {
         ParseError::HeaderMismatch {
-            header: excerpt(&self.bytes[..usize::from(self.header_len)]),
+            header: excerpt(&self.bytes.raw()[..usize::from(self.header_len)]),
             key,
             value: excerpt(value),
         }
@@ -269,7 +271,7 @@ impl Uevent {
     }
 
     fn field_value(&self, field: Field) -> &[u8] {
-        &self.bytes[usize::from(field.eq) + 1..usize::from(field.end)]
+        &self.bytes.raw()[usize::from(field.eq) + 1..usize::from(field.end)]
     }
 
     fn known_bytes(&self, known: Known) -> Option<&[u8]> {
@@ -279,8 +281,15 @@ impl Uevent {
 
     /// A text key's value; validated as UTF-8 at parse time.
     fn known_str(&self, known: Known) -> Option<&str> {
-        self.known_bytes(known)
-            .and_then(|v| std::str::from_utf8(v).ok())
+        let index = self.known[known as usize];
+        (index != ABSENT).then(|| self.value_str(self.fields[usize::from(index)]))?
+    }
+
+    /// A field's value as text, if it is UTF-8: a slice of the validated text for nearly
+    /// every message, with no second check.
+    fn value_str(&self, field: Field) -> Option<&str> {
+        self.bytes
+            .str(usize::from(field.eq) + 1..usize::from(field.end))
     }
 
     /// What happened.
@@ -347,8 +356,14 @@ impl Uevent {
 
     /// The last value of `key`, if present and UTF-8.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.get_bytes(key)
-            .and_then(|v| std::str::from_utf8(v).ok())
+        if let Some(known) = Known::of(key.as_bytes()) {
+            return self.known_str(known);
+        }
+        self.fields
+            .iter()
+            .rev()
+            .find(|f| &self.bytes.raw()[usize::from(f.start)..usize::from(f.eq)] == key.as_bytes())
+            .and_then(|&f| self.value_str(f))
     }
 
     /// The last value of `key` as raw bytes.
@@ -360,20 +375,34 @@ impl Uevent {
         self.fields
             .iter()
             .rev()
-            .find(|f| &self.bytes[usize::from(f.start)..usize::from(f.eq)] == key.as_bytes())
+            .find(|f| &self.bytes.raw()[usize::from(f.start)..usize::from(f.eq)] == key.as_bytes())
             .map(|&f| self.field_value(f))
     }
 
     /// Every field in wire order, duplicates included.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&str, &[u8])> + ExactSizeIterator {
         self.fields.iter().map(|&f| {
-            let key = &self.bytes[usize::from(f.start)..usize::from(f.eq)];
             // Keys were checked to be ASCII at parse time.
-            (
-                std::str::from_utf8(key).unwrap_or_default(),
-                self.field_value(f),
-            )
+            (self.key_str(f), self.field_value(f))
         })
+    }
+
+    /// Every field in wire order with its value as text: borrowed when it is UTF-8 (nearly
+    /// always, and then without a second check), else with invalid bytes replaced by U+FFFD.
+    pub fn iter_text(&self) -> impl Iterator<Item = (&str, Cow<'_, str>)> {
+        self.fields.iter().map(|&f| {
+            let value = match self.value_str(f) {
+                Some(v) => Cow::Borrowed(v),
+                None => String::from_utf8_lossy(self.field_value(f)),
+            };
+            (self.key_str(f), value)
+        })
+    }
+
+    fn key_str(&self, f: Field) -> &str {
+        self.bytes
+            .str(usize::from(f.start)..usize::from(f.eq))
+            .unwrap_or_default()
     }
 
     /// The number of `KEY=VALUE` fields, duplicates included.
@@ -389,18 +418,18 @@ impl Uevent {
 
     /// The `ACTION@DEVPATH` header as received.
     pub fn header(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.header_len)]
+        &self.bytes.raw()[..usize::from(self.header_len)]
     }
 
     /// The exact bytes this event was parsed from.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+        self.bytes.raw()
     }
 
     /// Serialises the event from its fields: identical to [`Uevent::as_bytes`] for every
     /// event `parse` accepts (that is the round-trip guarantee the property tests check).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.bytes.len());
+        let mut out = Vec::with_capacity(self.bytes.raw().len());
         out.extend_from_slice(self.header());
         out.push(0);
         for (key, value) in self.iter() {
@@ -425,9 +454,43 @@ impl fmt::Debug for Uevent {
     }
 }
 
+/// A message's bytes, kept as `str` when the whole message is UTF-8 (as kernel messages are)
+/// so that text fields are slices of already-validated text.
+#[derive(Clone)]
+enum Storage {
+    Text(Box<str>),
+    Binary(Box<[u8]>),
+}
+
+impl Storage {
+    /// Validates once and copies once.
+    fn new(bytes: &[u8]) -> Storage {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Storage::Text(text.into()),
+            Err(_) => Storage::Binary(bytes.into()),
+        }
+    }
+
+    fn raw(&self) -> &[u8] {
+        match self {
+            Storage::Text(text) => text.as_bytes(),
+            Storage::Binary(bytes) => bytes,
+        }
+    }
+
+    /// `range` as text. Field boundaries sit next to ASCII bytes (`=`, NUL), so for a text
+    /// message the slice is on character boundaries and `get` only confirms it.
+    fn str(&self, range: std::ops::Range<usize>) -> Option<&str> {
+        match self {
+            Storage::Text(text) => text.get(range),
+            Storage::Binary(bytes) => std::str::from_utf8(bytes.get(range)?).ok(),
+        }
+    }
+}
+
 impl PartialEq for Uevent {
     fn eq(&self, other: &Self) -> bool {
-        self.bytes == other.bytes
+        self.bytes.raw() == other.bytes.raw()
     }
 }
 
@@ -656,6 +719,27 @@ BIN=\xff\x01= \n\0EMPTY=\0SEQNUM=1\0";
         assert_eq!(err(&raw), "value of DEVNAME is not UTF-8");
         raw.truncate(raw.len() - b"DEVNAME=\xff\0".len());
         assert!(parse(&raw).is_ok());
+    }
+
+    #[test]
+    fn binary_values_are_kept_and_text_accessors_still_work() {
+        let raw = b"add@/devices/x\0ACTION=add\0DEVPATH=/devices/x\0SUBSYSTEM=t\0SEQNUM=1\0BLOB=a\xffb\0NAME=ok\0";
+        let e = parse(raw).unwrap();
+        assert_eq!(e.devpath(), "/devices/x");
+        assert_eq!(e.get("NAME"), Some("ok"));
+        assert_eq!(e.get("BLOB"), None, "not UTF-8, so not text");
+        assert_eq!(e.get_bytes("BLOB"), Some(&b"a\xffb"[..]));
+        let text: Vec<(&str, String)> = e.iter_text().map(|(k, v)| (k, v.into_owned())).collect();
+        assert_eq!(text[4], ("BLOB", "a\u{fffd}b".to_owned()));
+        assert_eq!(text[5], ("NAME", "ok".to_owned()));
+        assert_eq!(e.as_bytes(), raw);
+        // A message that is all text reads the same through both paths.
+        let e = parse(
+            b"add@/devices/x\0ACTION=add\0DEVPATH=/devices/x\0SUBSYSTEM=t\0SEQNUM=1\0K=\xc3\xa9\0",
+        )
+        .unwrap();
+        assert_eq!(e.get("K"), Some("\u{e9}"));
+        assert!(e.iter_text().all(|(k, v)| e.get(k) == Some(&*v)));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! ```
 
 pub mod db;
+pub mod hash;
 pub mod helpers;
 pub mod links;
 pub mod nodes;
@@ -25,6 +26,7 @@ pub mod workers;
 use crate::signals::Termination;
 use crate::{debug, error, info, warn};
 use db::{Db, DeviceRecord};
+use hash::FastHash;
 use nodes::{DevFs, DirFs, FileKind};
 use policy::Policy;
 use process::{Processed, Processor};
@@ -153,7 +155,7 @@ struct Daemon {
     pool: Pool<DirFs>,
     listener: KernelListener,
     sysfs: Sysfs,
-    known: HashMap<String, Arc<DeviceRecord>>,
+    known: HashMap<String, Arc<DeviceRecord>, FastHash>,
     watches: Option<watch::NodeWatches>,
     /// `stats.processed` when memory was last handed back.
     processed_at_trim: u64,
@@ -195,7 +197,7 @@ pub fn run(config: Config, policy: Arc<dyn Policy>, reload: Reload) -> Result<()
     for e in &corrupt {
         warn!("{e}; ignoring it (coldplug will rebuild the device)");
     }
-    let known: HashMap<String, Arc<DeviceRecord>> = records
+    let known: HashMap<String, Arc<DeviceRecord>, FastHash> = records
         .into_iter()
         .map(|r| (r.devpath.clone(), Arc::new(r)))
         .collect();

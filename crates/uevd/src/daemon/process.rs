@@ -211,9 +211,7 @@ impl<F: DevFs> Processor<F> {
         let decision = policy.decide(event, previous);
 
         let properties = if decision.properties_complete {
-            let mut properties = decision.properties.clone();
-            properties.retain(|k, _| !per_event(k));
-            properties
+            decision.properties.filtered(|k, _| !per_event(k))
         } else {
             let mut properties: Properties = event
                 .iter()

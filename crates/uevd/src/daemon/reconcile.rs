@@ -8,6 +8,7 @@
 //! or wrong.
 
 use super::db::DeviceRecord;
+use super::hash::FastHash;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use uevd_sysfs::Device;
@@ -42,7 +43,7 @@ pub struct Summary {
 /// device's node is still in place.
 pub fn reconcile(
     found: Vec<Device>,
-    known: &HashMap<String, Arc<DeviceRecord>>,
+    known: &HashMap<String, Arc<DeviceRecord>, FastHash>,
     node_ok: impl Fn(&DeviceRecord) -> bool,
 ) -> (Vec<Fix>, Summary) {
     let mut fixes = Vec::with_capacity(found.len());

@@ -117,8 +117,7 @@ impl RulesPolicy {
 pub fn event_state(event: &Uevent, previous: Option<&DeviceRecord>) -> EventState {
     // One allocation for the text, one for the entries: the datagram's size bounds both.
     let mut properties = Properties::with_capacity(event.len(), event.as_bytes().len() + 8);
-    for (k, v) in event.iter() {
-        let v = String::from_utf8_lossy(v);
+    for (k, v) in event.iter_text() {
         // The kernel's DEVNAME is relative; rules (and udev's database) see /dev/NAME.
         if k == "DEVNAME" && !v.starts_with('/') {
             properties.set_joined(k, &["/dev/", &v]);
