@@ -34,8 +34,10 @@ impl Hasher for FxHasher {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
+            // The tail's length goes in its last byte, so "ab" and "ab\0" differ.
             let mut word = [0u8; 8];
             word[..rest.len()].copy_from_slice(rest);
+            word[7] = rest.len() as u8;
             self.add(u64::from_le_bytes(word));
         }
     }

@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn adds_changes_and_removes() {
-        let known: HashMap<_, _> = [
+        let known: HashMap<_, _, FastHash> = [
             ("/devices/same", rec("/devices/same", &[("A", "1")])),
             ("/devices/changed", rec("/devices/changed", &[("A", "1")])),
             (
@@ -195,7 +195,7 @@ mod tests {
 
     #[test]
     fn a_missing_node_is_re_added() {
-        let known: HashMap<_, _> = [("/devices/x".to_string(), rec("/devices/x", &[]))]
+        let known: HashMap<_, _, FastHash> = [("/devices/x".to_string(), rec("/devices/x", &[]))]
             .into_iter()
             .collect();
         let (fixes, summary) = reconcile(vec![dev("/devices/x", &[])], &known, |_| false);
