@@ -345,7 +345,7 @@ impl Daemon {
             for event in &events {
                 match event.data.u64() {
                     LISTENER => self.drain_kernel()?,
-                    WORKERS => self.collect(),
+                    WORKERS => self.collect(true),
                     SIGNALS => {
                         if term.as_mut().is_some_and(Termination::fired) {
                             info!("termination signal: finishing in-flight events");
@@ -388,16 +388,19 @@ impl Daemon {
             };
             let lookup = job.event.devpath_old().unwrap_or(job.event.devpath());
             let previous = self.known.get(lookup).cloned();
-            self.pool.submit(job, previous);
-            if self.config.workers == 0 {
-                self.collect();
+            // A lone event runs inline: a hand-off would cost two wake-ups of its latency.
+            // When events queue up, workers take them beside this thread's receiving.
+            let inline = self.queue.pending() == 0 && self.pool.handed_off() == 0;
+            if self.pool.submit(job, previous, inline) {
+                // Done now: finish it before the next dispatch looks at the device state.
+                self.collect(false);
             }
         }
     }
 
-    /// Handles finished events.
-    fn collect(&mut self) {
-        for processed in self.pool.completed() {
+    /// Handles finished events; `woken` when the workers' eventfd fired.
+    fn collect(&mut self, woken: bool) {
+        for processed in self.pool.completed(woken) {
             self.finish(processed);
         }
     }
