@@ -558,8 +558,10 @@ impl Daemon {
             self.dispatch();
         }
         let idle = self.queue.is_idle() && self.pool.in_flight() == 0 && self.chains.is_empty();
-        // After a burst (many events since the last time), give the memory back.
-        if idle && self.stats.processed >= self.processed_at_trim + TRIM_AFTER {
+        // After a burst (many events since the last time), and once after coldplug (the
+        // biggest burst of a boot), give the memory back.
+        let burst_over = self.stats.processed >= self.processed_at_trim + TRIM_AFTER;
+        if idle && (burst_over || (!self.ready && !self.stopping)) {
             self.queue.shrink();
             self.known.shrink_to_fit();
             self.pool.processor().db().release_buffer();
