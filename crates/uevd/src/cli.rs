@@ -289,7 +289,6 @@ fn run_daemon(args: &DaemonArgs) -> ExitCode {
     // Kept to finish the queued module loads on exit: the loader thread would die with the
     // process, dropping names that events already asked for.
     let loader = modules.clone();
-    let db = args.run.join("db");
     let source = args.rules.source();
     let sysfs = uevd_sysfs::Sysfs::new(&args.sysfs);
     let timeout = std::time::Duration::from_secs_f64(args.helper_timeout.max(0.001));
@@ -300,7 +299,6 @@ fn run_daemon(args: &DaemonArgs) -> ExitCode {
                 loaded,
                 sysfs.clone(),
                 Arc::clone(&accounts),
-                Some(db.clone()),
                 modules.clone(),
             )
             .with_helper_timeout(timeout),

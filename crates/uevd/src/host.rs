@@ -18,7 +18,8 @@ use uevd_rules::NameResolver;
 use uevd_sysfs::Sysfs;
 
 use crate::builtins::{self, ModuleLoader};
-use crate::daemon::db::{device_id, DeviceRecord};
+use crate::daemon::db::DeviceRecord;
+use crate::daemon::hash::FastHash;
 use crate::spawn;
 
 /// Users and groups from `/etc/passwd` and `/etc/group`, read once. (A device manager starts
@@ -89,11 +90,77 @@ pub struct HostMessage {
     pub text: String,
 }
 
+/// The devices of one sysfs walk that have devices below them, as the rules see them.
+///
+/// A coldplug or resync synthesizes its events from one walk, and the rules of each event
+/// walk up its ancestors (`KERNELS`, `SUBSYSTEMS`, `DRIVERS`, `ATTRS`, `IMPORT{parent}`):
+/// reading them from sysfs again, for every descendant, was a fifth of a coldplug's time
+/// with Debian's rules. The walk read them already; its events see them as it found them.
+/// Kernel events never use this: a driver may have bound since.
+#[derive(Debug, Default)]
+pub struct SysfsSnapshot {
+    parents: HashMap<String, DeviceInfo, FastHash>,
+}
+
+impl SysfsSnapshot {
+    /// The devices of `walk` (in [`uevd_sysfs::tree_order`]) that have a device below them.
+    pub fn of_parents(walk: &[uevd_sysfs::Device]) -> SysfsSnapshot {
+        // In tree order a device's descendants follow it directly.
+        let parents = walk
+            .windows(2)
+            .filter(|w| is_below(&w[1].devpath, &w[0].devpath))
+            .map(|w| (w[0].devpath.clone(), device_info(&w[0])))
+            .collect();
+        SysfsSnapshot { parents }
+    }
+
+    /// How many devices it holds.
+    pub fn len(&self) -> usize {
+        self.parents.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.parents.is_empty()
+    }
+}
+
+/// Whether `path` lies strictly below `ancestor`.
+fn is_below(path: &str, ancestor: &str) -> bool {
+    path.len() > ancestor.len()
+        && path.starts_with(ancestor)
+        && path.as_bytes()[ancestor.len()] == b'/'
+}
+
+/// A device as sd-device sees one read from sysfs: DEVPATH and SUBSYSTEM are properties too
+/// (so `IMPORT{parent}="*"` copies them, as in udev).
+fn device_info(device: &uevd_sysfs::Device) -> DeviceInfo {
+    DeviceInfo {
+        devpath: device.devpath.clone(),
+        subsystem: (!device.subsystem.is_empty()).then(|| device.subsystem.clone()),
+        driver: device.driver.clone(),
+        properties: Properties::from_pairs(
+            [
+                ("DEVPATH", device.devpath.as_str()),
+                ("SUBSYSTEM", device.subsystem.as_str()),
+            ]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .chain(device.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        ),
+        tags: Vec::new(),
+    }
+}
+
 /// The system, for one event's evaluation.
 pub struct SystemHost<'a> {
     sysfs: &'a Sysfs,
     accounts: &'a Accounts,
-    db: Option<&'a Path>,
+    /// The records of the event device's processed ancestors (`IMPORT{parent}`, `TAGS`).
+    ancestors: &'a [Arc<DeviceRecord>],
+    /// For an event synthesized from a walk: the walk's parents, and the event's devpath
+    /// (the snapshot answers for that device's ancestors only).
+    snapshot: Option<(&'a SysfsSnapshot, &'a str)>,
     modules: Option<&'a Arc<ModuleLoader>>,
     dry_run: bool,
     helper_timeout: Duration,
@@ -108,18 +175,18 @@ pub struct SystemHost<'a> {
 }
 
 impl<'a> SystemHost<'a> {
-    /// A host over `sysfs`. `db` (the database directory) gives parents' records (tags, properties); `modules` loads
-    /// kernel modules for the `kmod` builtin (without it, `kmod` calls are only recorded).
+    /// A host over `sysfs`. `modules` loads kernel modules for the `kmod` builtin (without
+    /// it, `kmod` calls are only recorded).
     pub fn new(
         sysfs: &'a Sysfs,
         accounts: &'a Accounts,
-        db: Option<&'a Path>,
         modules: Option<&'a Arc<ModuleLoader>>,
     ) -> SystemHost<'a> {
         SystemHost {
             sysfs,
             accounts,
-            db,
+            ancestors: &[],
+            snapshot: None,
             modules,
             dry_run: false,
             helper_timeout: Duration::from_secs(30),
@@ -128,6 +195,20 @@ impl<'a> SystemHost<'a> {
             writes: Vec::new(),
             messages: Vec::new(),
         }
+    }
+
+    /// Gives the rules the records uevd keeps of the device's ancestors (tags and the
+    /// properties rules set, for `TAGS` and `IMPORT{parent}`).
+    pub fn with_ancestors(mut self, ancestors: &'a [Arc<DeviceRecord>]) -> Self {
+        self.ancestors = ancestors;
+        self
+    }
+
+    /// Answers parent lookups for `devpath`'s ancestors from `snapshot`, the walk that
+    /// `devpath`'s event was synthesized from.
+    pub fn with_snapshot(mut self, snapshot: &'a SysfsSnapshot, devpath: &'a str) -> Self {
+        self.snapshot = Some((snapshot, devpath));
+        self
     }
 
     /// Records writes instead of doing them.
@@ -151,55 +232,31 @@ impl<'a> SystemHost<'a> {
         }
     }
 
-    fn record_of(&self, info: &DeviceInfo) -> Option<DeviceRecord> {
-        let db = self.db?;
-        let get = |k: &str| info.properties.get(k);
-        let devnum = get("MAJOR")
-            .and_then(|m| m.parse().ok())
-            .zip(get("MINOR").and_then(|m| m.parse().ok()));
-        let ifindex = get("IFINDEX").and_then(|i| i.parse().ok());
-        let id = device_id(
-            &info.devpath,
-            info.subsystem.as_deref().unwrap_or(""),
-            devnum,
-            ifindex,
-        );
-        let path = db.join(&id);
-        let text = fs::read_to_string(&path).ok()?;
-        DeviceRecord::parse(&text, &path).ok()
-    }
-}
-
-impl SystemHost<'_> {
-    fn read_device(&self, devpath: &str) -> Option<DeviceInfo> {
-        let device = self.sysfs.device(devpath).ok()??;
-        let info = DeviceInfo {
-            devpath: device.devpath.clone(),
-            subsystem: (!device.subsystem.is_empty()).then(|| device.subsystem.clone()),
-            driver: device.driver.clone(),
-            // As sd-device sees a device read from sysfs: DEVPATH and SUBSYSTEM are
-            // properties too (so `IMPORT{parent}="*"` copies them, as in udev).
-            properties: Properties::from_pairs(
-                [
-                    ("DEVPATH", device.devpath.as_str()),
-                    ("SUBSYSTEM", device.subsystem.as_str()),
-                ]
-                .into_iter()
-                .filter(|(_, v)| !v.is_empty())
-                .chain(device.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-            ),
-            tags: Vec::new(),
-        };
-        Some(info)
+    fn record_of(&self, info: &DeviceInfo) -> Option<&DeviceRecord> {
+        self.ancestors
+            .iter()
+            .find(|r| r.devpath == info.devpath)
+            .map(|r| &**r)
     }
 }
 
 impl Host for SystemHost<'_> {
     fn device(&mut self, devpath: &str) -> Option<DeviceInfo> {
+        if let Some((snapshot, below)) = self.snapshot {
+            // Every device above a walked device was walked: a miss is not a device.
+            if is_below(below, devpath) {
+                return snapshot.parents.get(devpath).cloned();
+            }
+        }
         if let Some(cached) = self.devices.get(devpath) {
             return cached.clone();
         }
-        let info = self.read_device(devpath);
+        let info = self
+            .sysfs
+            .device(devpath)
+            .ok()
+            .flatten()
+            .map(|d| device_info(&d));
         self.devices.insert(devpath.to_owned(), info.clone());
         info
     }
@@ -216,7 +273,7 @@ impl Host for SystemHost<'_> {
 
     fn device_record(&mut self, device: &DeviceInfo) -> Option<(Properties, Vec<String>)> {
         let record = self.record_of(device)?;
-        Some((record.properties.clone(), record.tags))
+        Some((record.properties.clone(), record.tags.clone()))
     }
 
     fn find_device(&mut self, subsystem: &str, sysname: &str) -> Option<String> {
@@ -445,6 +502,49 @@ mod tests {
         assert_eq!(a.group("disk"), Some(6));
         let empty = Accounts::from_files(Path::new("/nonexistent"), Path::new("/nonexistent"));
         assert_eq!(empty.user("root"), Some(0));
+    }
+
+    #[test]
+    fn a_walk_snapshot_keeps_parents_and_answers_for_a_walked_devices_ancestors() {
+        const USB: &str = "/devices/pci0000:00/0000:00:14.0/usb1";
+        const IFACE: &str = "/devices/pci0000:00/0000:00:14.0/usb1/1-0:1.0";
+        const TTY: &str = "/devices/pci0000:00/0000:00:14.0/usb1/1-0:1.0/tty/ttyUSB0";
+        const OTHER: &str = "/devices/virtual/misc/other";
+        let sys = uevd_testkit::FakeSysfs::new().expect("fake sysfs");
+        sys.device_with_driver(USB, "usb", "usb", &[("DEVTYPE", "usb_device")])
+            .expect("usb");
+        sys.device(IFACE, "usb", &[("DEVTYPE", "usb_interface")])
+            .expect("iface");
+        sys.device(TTY, "tty", &[("MAJOR", "188"), ("MINOR", "0")])
+            .expect("tty");
+        sys.device(OTHER, "misc", &[]).expect("other");
+        let sysfs = Sysfs::new(sys.root());
+        let mut walk = Vec::new();
+        sysfs.walk(|d| walk.push(d)).expect("walk");
+        walk.sort_by(|a, b| uevd_sysfs::tree_order(&a.devpath, &b.devpath));
+        let snapshot = SysfsSnapshot::of_parents(&walk);
+        let mut held: Vec<&str> = snapshot.parents.keys().map(String::as_str).collect();
+        held.sort_unstable();
+        assert_eq!(held, [USB, IFACE], "only devices with devices below them");
+
+        // Afterwards sysfs changes: the walk's events still see what the walk saw.
+        sys.device(IFACE, "usb", &[("DEVTYPE", "changed")])
+            .expect("rewrite");
+        let accounts = Accounts::default();
+        let mut host = SystemHost::new(&sysfs, &accounts, None).with_snapshot(&snapshot, TTY);
+        let iface = host.device(IFACE).expect("the interface");
+        assert_eq!(iface.properties.get("DEVTYPE"), Some("usb_interface"));
+        assert_eq!(iface.properties.get("SUBSYSTEM"), Some("usb"));
+        let usb = host.device(USB).expect("the usb device");
+        assert_eq!(usb.driver.as_deref(), Some("usb"));
+        assert!(
+            host.device(&format!("{IFACE}/tty")).is_none(),
+            "a directory the walk did not report is not a device"
+        );
+        // Not an ancestor of the event's device: read live.
+        let mut other = SystemHost::new(&sysfs, &accounts, None).with_snapshot(&snapshot, OTHER);
+        let iface = other.device(IFACE).expect("the interface, live");
+        assert_eq!(iface.properties.get("DEVTYPE"), Some("changed"));
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub fn test(args: &TestArgs) -> ExitCode {
         }
     };
     let mut state = event_state(&event, None);
-    let mut host = SystemHost::new(&sysfs, &accounts, None, None).dry_run();
+    let mut host = SystemHost::new(&sysfs, &accounts, None).dry_run();
     let trace = evaluate(
         &loaded.rules,
         &mut state,

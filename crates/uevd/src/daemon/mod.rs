@@ -23,15 +23,16 @@ mod server;
 pub mod watch;
 pub mod workers;
 
+use crate::host::SysfsSnapshot;
 use crate::signals::Termination;
 use crate::{debug, error, info, warn};
 use db::{Db, DeviceRecord};
 use hash::FastHash;
 use nodes::{DevFs, DirFs, FileKind};
 use policy::Policy;
-use process::{Processed, Processor};
+use process::{Known, Processed, Processor};
 use queue::{Origin, Queue};
-use reconcile::{reconcile, Summary};
+use reconcile::{reconcile, Fix, Summary};
 use rustix::event::epoll;
 use rustix::fd::AsFd;
 use server::{ControlServer, ServerAction};
@@ -156,6 +157,10 @@ struct Daemon {
     listener: KernelListener,
     sysfs: Sysfs,
     known: HashMap<String, Arc<DeviceRecord>, FastHash>,
+    /// The policy reads ancestors' records ([`policy::Policy::reads_ancestors`]).
+    ancestors_wanted: bool,
+    /// The policy reads parent devices ([`policy::Policy::reads_parents`]).
+    parents_wanted: bool,
     watches: Option<watch::NodeWatches>,
     /// `stats.processed` when memory was last handed back.
     processed_at_trim: u64,
@@ -241,8 +246,11 @@ pub fn run(config: Config, policy: Arc<dyn Policy>, reload: Reload) -> Result<()
         }
     }
 
+    let policy = pool.processor().policy();
     let mut daemon = Daemon {
         sysfs: Sysfs::new(&config.sysfs),
+        ancestors_wanted: policy.reads_ancestors(),
+        parents_wanted: policy.reads_parents(),
         watches,
         watch_uuids: std::collections::VecDeque::new(),
         chains: HashMap::new(),
@@ -387,11 +395,18 @@ impl Daemon {
                 break;
             };
             let lookup = job.event.devpath_old().unwrap_or(job.event.devpath());
-            let previous = self.known.get(lookup).cloned();
+            let known = Known {
+                previous: self.known.get(lookup).cloned(),
+                ancestors: if self.ancestors_wanted {
+                    ancestors(&self.known, job.event.devpath())
+                } else {
+                    Vec::new()
+                },
+            };
             // A lone event runs inline: a hand-off would cost two wake-ups of its latency.
             // When events queue up, workers take them beside this thread's receiving.
             let inline = self.queue.pending() == 0 && self.pool.handed_off() == 0;
-            if self.pool.submit(job, previous, inline) {
+            if self.pool.submit(job, known, inline) {
                 // Done now: finish it before the next dispatch looks at the device state.
                 self.collect(false);
             }
@@ -819,6 +834,9 @@ impl Daemon {
         };
         // Parents before children: the queue keeps that order for events it holds.
         found.sort_unstable_by(|a, b| uevd_sysfs::tree_order(&a.devpath, &b.devpath));
+        let snapshot = self
+            .parents_wanted
+            .then(|| Arc::new(SysfsSnapshot::of_parents(&found)));
         let nodes = self.pool.processor().nodes();
         let (fixes, summary) = reconcile(found, &self.known, |record| match &record.node {
             None => true,
@@ -832,7 +850,10 @@ impl Daemon {
         for fix in &fixes {
             match fix.to_event(seqnum) {
                 Ok(event) => {
-                    self.queue.push(event, origin);
+                    // A removal's device is gone from the walk: its parents are read live.
+                    let walked = !matches!(fix, Fix::Remove(_));
+                    let snapshot = snapshot.as_ref().filter(|_| walked).map(Arc::clone);
+                    self.queue.push_walked(event, origin, snapshot);
                 }
                 Err(e) => warn!("{origin:?}: cannot synthesize an event for {fix:?}: {e}"),
             }
@@ -879,6 +900,8 @@ impl Daemon {
                     let answer = match (self.reload)() {
                         Ok(policy) => {
                             let text = format!("ok reloaded: {}", policy.describe());
+                            self.ancestors_wanted = policy.reads_ancestors();
+                            self.parents_wanted = policy.reads_parents();
                             self.pool.processor().set_policy(policy);
                             info!("{}", &text[3..]);
                             text
@@ -912,6 +935,26 @@ impl Daemon {
             format!("degraded {}", u8::from(s.degraded)),
         ]
     }
+}
+
+/// The records of `devpath`'s ancestors that `known` holds, nearest first. (Related events
+/// run in order, so an ancestor's record is current for every event below it.)
+fn ancestors(
+    known: &HashMap<String, Arc<DeviceRecord>, FastHash>,
+    devpath: &str,
+) -> Vec<Arc<DeviceRecord>> {
+    let mut found = Vec::new();
+    let mut path = devpath;
+    while let Some((up, _)) = path.rsplit_once('/') {
+        if up.is_empty() || up == "/devices" {
+            break;
+        }
+        if let Some(record) = known.get(up) {
+            found.push(Arc::clone(record));
+        }
+        path = up;
+    }
+    found
 }
 
 /// Threads that read sysfs during coldplug and resync: none besides the main one on a single

@@ -6,7 +6,21 @@
 
 use super::db::DeviceRecord;
 use super::helpers::HelperJob;
+use crate::host::SysfsSnapshot;
+use std::sync::Arc;
 use uevd_wire::Uevent;
+
+/// What the daemon knows around one event, beyond the event itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Context<'a> {
+    /// The device's record before the event, if any.
+    pub previous: Option<&'a DeviceRecord>,
+    /// Records of the device's processed ancestors, nearest first. Filled only for a policy
+    /// that [reads them](Policy::reads_ancestors): finding them costs a lookup per level.
+    pub ancestors: &'a [Arc<DeviceRecord>],
+    /// The sysfs walk a coldplug or resync event was synthesized from.
+    pub snapshot: Option<&'a SysfsSnapshot>,
+}
 
 /// What policy decided for one event. Empty fields mean "no opinion": the daemon then uses the
 /// kernel's suggestion (`DEVNAME`, `DEVMODE`, `DEVUID`, `DEVGID`) and finally 0600 root:root.
@@ -42,8 +56,20 @@ pub struct Decision {
 /// Decides what to do for an event. Implementations must be cheap to call from several worker
 /// threads at once.
 pub trait Policy: Send + Sync {
-    /// The decision for `event`; `previous` is the device's record before it, if any.
-    fn decide(&self, event: &Uevent, previous: Option<&DeviceRecord>) -> Decision;
+    /// The decision for `event`, in `context`.
+    fn decide(&self, event: &Uevent, context: &Context) -> Decision;
+
+    /// Whether [`Context::ancestors`] matters to this policy (udev rules' `IMPORT{parent}`
+    /// and `TAGS` read the parents' records).
+    fn reads_ancestors(&self) -> bool {
+        false
+    }
+
+    /// Whether the policy looks at parent devices in sysfs (then a coldplug keeps its walk's
+    /// parents for the events it synthesizes: [`Context::snapshot`]).
+    fn reads_parents(&self) -> bool {
+        false
+    }
 
     /// A one-line description for logs and `reload` replies.
     fn describe(&self) -> String;
@@ -80,7 +106,7 @@ pub trait Policy: Send + Sync {
 pub struct KernelDefaults;
 
 impl Policy for KernelDefaults {
-    fn decide(&self, event: &Uevent, _previous: Option<&DeviceRecord>) -> Decision {
+    fn decide(&self, event: &Uevent, _context: &Context) -> Decision {
         Decision {
             mode: event
                 .get("DEVMODE")
@@ -112,7 +138,7 @@ mod tests {
             .seqnum(1)
             .build()
             .unwrap();
-        let d = KernelDefaults.decide(&ev, None);
+        let d = KernelDefaults.decide(&ev, &Context::default());
         assert_eq!((d.mode, d.uid, d.gid), (Some(0o666), Some(5), None));
 
         let ev = UeventBuilder::new(Action::Add, "/devices/virtual/misc/x", "misc")
@@ -120,6 +146,6 @@ mod tests {
             .seqnum(1)
             .build()
             .unwrap();
-        assert_eq!(KernelDefaults.decide(&ev, None).mode, None);
+        assert_eq!(KernelDefaults.decide(&ev, &Context::default()).mode, None);
     }
 }

@@ -8,11 +8,38 @@ use super::db::{event_device_id, Db, DeviceRecord, NodeRecord};
 use super::helpers::HelperJob;
 use super::links::{Claim, LinkClaims};
 use super::nodes::{DevFs, NodeKind, NodePath, NodeSpec, Nodes};
-use super::policy::Policy;
+use super::policy::{Context, Policy};
 use super::queue::{Job, Origin};
+use crate::host::SysfsSnapshot;
 use std::sync::{Arc, RwLock};
 use uevd_rules::eval::Properties;
 use uevd_wire::{Action, Uevent};
+
+/// What the daemon's memory holds about an event's device, handed to the worker with it.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// The device's record before the event.
+    pub previous: Option<Arc<DeviceRecord>>,
+    /// Its processed ancestors' records, nearest first, when the policy reads them.
+    pub ancestors: Vec<Arc<DeviceRecord>>,
+}
+
+/// The parts of a policy [`Context`] other than the device's own record.
+#[derive(Clone, Copy)]
+struct Around<'a> {
+    ancestors: &'a [Arc<DeviceRecord>],
+    snapshot: Option<&'a SysfsSnapshot>,
+}
+
+impl<'a> Around<'a> {
+    fn context(self, previous: Option<&'a DeviceRecord>) -> Context<'a> {
+        Context {
+            previous,
+            ancestors: self.ancestors,
+            snapshot: self.snapshot,
+        }
+    }
+}
 
 /// The result of processing one event.
 #[derive(Debug)]
@@ -170,27 +197,26 @@ impl<F: DevFs> Processor<F> {
         &self.nodes
     }
 
-    /// Processes `job`; `previous` is the device's record before it.
-    pub fn process(
-        &self,
-        job: Job,
-        previous: Option<Arc<DeviceRecord>>,
-        now_usec: u64,
-    ) -> Processed {
+    /// Processes `job`, given what was `known` of its device before it.
+    pub fn process(&self, job: Job, known: Known, now_usec: u64) -> Processed {
         let mut out = Processed {
             id: job.id,
             event: job.event,
             origin: job.origin,
             record: None,
-            previous,
+            previous: known.previous,
             errors: Vec::new(),
             refused_node: false,
             helpers: Vec::new(),
         };
+        let around = Around {
+            ancestors: &known.ancestors,
+            snapshot: job.snapshot.as_deref(),
+        };
         if out.event.action() == Action::Remove {
-            self.remove(&mut out);
+            self.remove(&mut out, around);
         } else {
-            self.update(&mut out, now_usec);
+            self.update(&mut out, around, now_usec);
         }
         out
     }
@@ -204,11 +230,11 @@ impl<F: DevFs> Processor<F> {
         )
     }
 
-    fn update(&self, out: &mut Processed, now_usec: u64) {
+    fn update(&self, out: &mut Processed, around: Around, now_usec: u64) {
         let event = &out.event;
         let previous = out.previous.as_deref();
         let policy = self.policy();
-        let decision = policy.decide(event, previous);
+        let decision = policy.decide(event, &around.context(previous));
 
         let properties = if decision.properties_complete {
             decision.properties.filtered(|k, _| !per_event(k))
@@ -362,11 +388,11 @@ impl<F: DevFs> Processor<F> {
         out.record = Some(Arc::new(record));
     }
 
-    fn remove(&self, out: &mut Processed) {
+    fn remove(&self, out: &mut Processed, around: Around) {
         let event = &out.event;
         let ctx = Self::context(event);
         let policy = self.policy();
-        let decision = policy.decide(event, out.previous.as_deref());
+        let decision = policy.decide(event, &around.context(out.previous.as_deref()));
         if !decision.run.is_empty() {
             // As in udev, removal helpers run once the node is gone (the event loop starts
             // them after this), with the device's last properties in their environment.

@@ -9,7 +9,9 @@
 //! Pure logic, no I/O: the daemon pushes jobs, asks for the next runnable one when a worker is
 //! free, and reports when a job finished.
 
+use crate::host::SysfsSnapshot;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use uevd_wire::Uevent;
 
 /// Where an event came from.
@@ -32,6 +34,8 @@ pub struct Job {
     pub event: Uevent,
     /// Where it came from.
     pub origin: Origin,
+    /// The sysfs walk a synthesized event came from (its rules see the parents as walked).
+    pub snapshot: Option<Arc<SysfsSnapshot>>,
 }
 
 /// What two events are compared on.
@@ -98,10 +102,26 @@ impl Queue {
 
     /// Appends an event; returns its id.
     pub fn push(&mut self, event: Uevent, origin: Origin) -> u64 {
+        self.push_walked(event, origin, None)
+    }
+
+    /// Appends an event synthesized from the sysfs walk `snapshot`; returns its id.
+    pub fn push_walked(
+        &mut self,
+        event: Uevent,
+        origin: Origin,
+        snapshot: Option<Arc<SysfsSnapshot>>,
+    ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let key = Key::of(&event);
-        self.pending.push_back((Job { id, event, origin }, key));
+        let job = Job {
+            id,
+            event,
+            origin,
+            snapshot,
+        };
+        self.pending.push_back((job, key));
         id
     }
 

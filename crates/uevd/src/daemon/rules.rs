@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use uevd_rules::ast::{Builtin, ExistingNode};
+use uevd_rules::ast::{Builtin, ExistingNode, Key};
 use uevd_rules::eval::{evaluate, EvalOptions, EventState, LogLevel, Properties, RunItem};
 use uevd_rules::load::{self, Loaded};
 use uevd_rules::mdev::Interpreter;
@@ -17,7 +17,7 @@ use uevd_wire::Uevent;
 
 use super::db::DeviceRecord;
 use super::helpers::HelperJob;
-use super::policy::{Decision, Policy};
+use super::policy::{Context, Decision, Policy};
 use crate::builtins::{self, ModuleLoader};
 use crate::host::{Accounts, SystemHost};
 use crate::{debug, error, warn};
@@ -65,19 +65,20 @@ pub struct RulesPolicy {
     description: String,
     sysfs: Sysfs,
     accounts: Arc<Accounts>,
-    db: Option<PathBuf>,
     modules: Option<Arc<ModuleLoader>>,
     helper_timeout: Duration,
+    /// Some line reads parents' records (`IMPORT{parent}`, `TAGS`).
+    reads_ancestors: bool,
+    /// Some line reads parent devices (`KERNELS`, `ATTRS`, `IMPORT{parent}` …).
+    reads_parents: bool,
 }
 
 impl RulesPolicy {
-    /// A policy from loaded rules. `db` (the database directory) lets rules see parents'
-    /// records; `modules` serves the `kmod` builtin.
+    /// A policy from loaded rules; `modules` serves the `kmod` builtin.
     pub fn new(
         loaded: Loaded,
         sysfs: Sysfs,
         accounts: Arc<Accounts>,
-        db: Option<PathBuf>,
         modules: Option<Arc<ModuleLoader>>,
     ) -> RulesPolicy {
         let errors = loaded
@@ -95,14 +96,24 @@ impl RulesPolicy {
                 String::new()
             }
         );
+        let any_key = |f: &dyn Fn(&Key) -> bool| {
+            loaded
+                .rules
+                .lines
+                .iter()
+                .any(|line| line.tokens.iter().any(|t| f(&t.key)))
+        };
+        let reads_ancestors = any_key(&|k| matches!(k, Key::ImportParent(_) | Key::ParentTag(_)));
+        let reads_parents = any_key(&|k| k.is_parent_match() || matches!(k, Key::ImportParent(_)));
         RulesPolicy {
             rules: Arc::new(loaded.rules),
             description,
             sysfs,
             accounts,
-            db,
             modules,
             helper_timeout: Duration::from_secs(30),
+            reads_ancestors,
+            reads_parents,
         }
     }
 
@@ -133,15 +144,14 @@ pub fn event_state(event: &Uevent, previous: Option<&DeviceRecord>) -> EventStat
 }
 
 impl Policy for RulesPolicy {
-    fn decide(&self, event: &Uevent, previous: Option<&DeviceRecord>) -> Decision {
-        let mut state = event_state(event, previous);
-        let mut host = SystemHost::new(
-            &self.sysfs,
-            &self.accounts,
-            self.db.as_deref(),
-            self.modules.as_ref(),
-        )
-        .with_helper_timeout(self.helper_timeout);
+    fn decide(&self, event: &Uevent, context: &Context) -> Decision {
+        let mut state = event_state(event, context.previous);
+        let mut host = SystemHost::new(&self.sysfs, &self.accounts, self.modules.as_ref())
+            .with_helper_timeout(self.helper_timeout)
+            .with_ancestors(context.ancestors);
+        if let Some(snapshot) = context.snapshot {
+            host = host.with_snapshot(snapshot, event.devpath());
+        }
         evaluate(&self.rules, &mut state, &mut host, EvalOptions::default());
         for m in &host.messages {
             match m.level {
@@ -181,6 +191,14 @@ impl Policy for RulesPolicy {
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    fn reads_ancestors(&self) -> bool {
+        self.reads_ancestors
+    }
+
+    fn reads_parents(&self) -> bool {
+        self.reads_parents
     }
 
     fn plan_helpers(

@@ -11,16 +11,15 @@
 //! an empty completion list (the main thread takes the whole list at once), and the main
 //! thread wakes a worker only if one is idle.
 
-use super::db::DeviceRecord;
 use super::nodes::DevFs;
-use super::process::{Processed, Processor};
+use super::process::{Known, Processed, Processor};
 use super::queue::Job;
 use rustix::event::{eventfd, EventfdFlags};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-type Work = (Job, Option<Arc<DeviceRecord>>);
+type Work = (Job, Known);
 
 /// Jobs handed to the pool at most, per worker: enough that workers never wait for the
 /// main thread during a burst.
@@ -104,8 +103,8 @@ impl<F: DevFs + 'static> Pool<F> {
                 .name(format!("uevd-worker-{i}"))
                 .spawn(move || {
                     let _leaving = Leaving(Arc::clone(&shared));
-                    while let Some((job, previous)) = next_job(&shared) {
-                        let processed = processor.process(job, previous, monotonic_usec());
+                    while let Some((job, known)) = next_job(&shared) {
+                        let processed = processor.process(job, known, monotonic_usec());
                         let was_empty = {
                             let mut done = lock(&shared.done);
                             done.push(processed);
@@ -145,12 +144,12 @@ impl<F: DevFs + 'static> Pool<F> {
     /// Starts `job`: on a worker, or inline (processed now; the result is collected by
     /// [`Pool::completed`]) when `inline` is asked, there are no workers, or none is left.
     /// Returns whether it was processed inline.
-    pub fn submit(&mut self, job: Job, previous: Option<Arc<DeviceRecord>>, inline: bool) -> bool {
+    pub fn submit(&mut self, job: Job, known: Known, inline: bool) -> bool {
         self.in_flight += 1;
         if !inline && self.workers > 0 {
             let mut jobs = lock(&self.shared.jobs);
             if jobs.alive > 0 {
-                jobs.queue.push_back((job, previous));
+                jobs.queue.push_back((job, known));
                 let wake = jobs.idle > 0;
                 drop(jobs);
                 if wake {
@@ -160,7 +159,7 @@ impl<F: DevFs + 'static> Pool<F> {
                 return false;
             }
         }
-        let processed = self.processor.process(job, previous, monotonic_usec());
+        let processed = self.processor.process(job, known, monotonic_usec());
         self.inline_done.push(processed);
         true
     }
@@ -261,6 +260,7 @@ mod tests {
             id,
             event,
             origin: Origin::Kernel,
+            snapshot: None,
         }
     }
 
@@ -283,7 +283,10 @@ mod tests {
         let mut seen = Vec::new();
         while seen.len() < 1000 {
             while next < 1000 && pool.has_capacity() {
-                assert!(!pool.submit(job(next), None, false), "handed off");
+                assert!(
+                    !pool.submit(job(next), Known::default(), false),
+                    "handed off"
+                );
                 next += 1;
             }
             assert!(pool.handed_off() <= 2 * DEPTH);
@@ -311,7 +314,7 @@ mod tests {
     fn inline_jobs_are_done_at_once_with_or_without_workers() {
         for workers in [0, 1] {
             let (_dir, mut pool) = pool(workers);
-            assert!(pool.submit(job(7), None, true));
+            assert!(pool.submit(job(7), Known::default(), true));
             assert_eq!(pool.in_flight(), 1);
             let done = pool.completed(false);
             assert_eq!(done.iter().map(|p| p.id).collect::<Vec<_>>(), [7]);
@@ -319,7 +322,7 @@ mod tests {
         }
         // Without workers even a hand-off request runs inline.
         let (_dir, mut pool) = pool(0);
-        assert!(pool.submit(job(8), None, false));
+        assert!(pool.submit(job(8), Known::default(), false));
         assert_eq!(pool.completed(false).len(), 1);
     }
 }

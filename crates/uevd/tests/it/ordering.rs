@@ -14,11 +14,7 @@ struct Slow {
 }
 
 impl Policy for Slow {
-    fn decide(
-        &self,
-        event: &Uevent,
-        _previous: Option<&uevd::daemon::db::DeviceRecord>,
-    ) -> Decision {
+    fn decide(&self, event: &Uevent, _context: &uevd::daemon::policy::Context<'_>) -> Decision {
         let start = Instant::now();
         if event.get("SLOW").is_some() {
             std::thread::sleep(Duration::from_millis(300));

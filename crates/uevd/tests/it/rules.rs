@@ -81,6 +81,9 @@ SUBSYSTEM=="tty", KERNEL=="ttyUSB*", SUBSYSTEMS=="usb", ATTRS{{idVendor}}=="abcd
   GROUP="20", MODE="0660", SYMLINK+="serial/by-id/usb-$attr{{serial}}", \
   ENV{{ID_TEST}}="yes", TAG+="uaccess", \
   RUN+="/bin/sh -c 'test -c {dev}/%k && echo $ID_TEST $DEVNAME $DEVLINKS > {out}'"
+ENV{{DEVTYPE}}=="usb_interface", ENV{{ID_IFACE_RULE}}="iface", ENV{{ID_IFACE_KERNEL}}="%k", TAG+="seat"
+SUBSYSTEM=="tty", IMPORT{{parent}}="ID_IFACE_*"
+SUBSYSTEM=="tty", TAGS=="seat", ENV{{PARENT_SEAT}}="1"
 SUBSYSTEM=="block", GROUP="6"
 KERNEL=="vd*", SYMLINK+="disk/shared"
 KERNEL=="vdb", OPTIONS+="link_priority=10"
@@ -114,9 +117,33 @@ BROKEN_KEY=="1", MODE="0666"
         assert!(record.contains("E:ID_TEST=yes\n"), "{record}");
         assert!(record.contains("G:uaccess\n"), "{record}");
         assert!(record.contains("E:DEVNAME=/dev/ttyUSB0\n"), "{record}");
+        // The parent's record (what its rules set, its tags) reaches the child, at coldplug
+        // (parents as the walk read them) and for a kernel event (parents read live).
+        let parent_facts = |record: &str| {
+            for want in [
+                "E:ID_IFACE_RULE=iface\n",
+                "E:ID_IFACE_KERNEL=1-2:1.0\n",
+                "E:PARENT_SEAT=1\n",
+            ] {
+                assert!(record.contains(want), "missing {want:?} in\n{record}");
+            }
+        };
+        parent_facts(&record);
+        let inj = Injector::open().unwrap();
+        inj.send_all(&[event(Action::Change, TTY, "tty")
+            .var("MAJOR", "188")
+            .var("MINOR", "0")
+            .var("DEVNAME", "ttyUSB0")
+            .var("MARK", "kernel")
+            .to_bytes()])
+            .unwrap();
+        d.settle();
+        let record = db_record(d.run.path(), "c188:0");
+        assert!(record.contains("E:MARK=kernel\n"), "{record}");
+        parent_facts(&record);
         let (_, _, transcript) = d.stop();
         assert!(
-            transcript.contains("50-test.rules:9:1: error: invalid key 'BROKEN_KEY'"),
+            transcript.contains("50-test.rules:12:1: error: invalid key 'BROKEN_KEY'"),
             "the broken line is reported with file:line:column\n{transcript}"
         );
     })
