@@ -340,6 +340,64 @@ pub struct Line {
     pub goto_line: Option<u32>,
     /// Summary flags used to skip lines that cannot do anything for an event.
     pub flags: LineFlags,
+    /// A cheap test the event must pass for the line to match.
+    pub guard: Guard,
+}
+
+/// A necessary condition for a line to match, tested before the line itself. Most lines
+/// begin with `SUBSYSTEM=="literal"` or `KERNEL=="name…"`, and most events fail them: the
+/// guard rejects those in a few instructions, without walking the line's tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Guard {
+    /// Nothing cheap to test.
+    #[default]
+    None,
+    /// The subsystem is one of these (a `SUBSYSTEM==` of literal alternatives).
+    Subsystem(Box<[Box<str>]>),
+    /// The sysname starts with one of these bytes (a `KERNEL==` whose every alternative
+    /// starts with a literal byte).
+    KernelFirstByte(Box<[u8]>),
+}
+
+impl Guard {
+    /// The guard of a line with these (rank-sorted) tokens.
+    pub fn of(tokens: &[Token]) -> Guard {
+        let matching = |want: fn(&Key) -> Option<&Pattern>| {
+            tokens
+                .iter()
+                .filter(|t| t.op == Op::Match)
+                .find_map(|t| want(&t.key))
+        };
+        let subsystem = matching(|k| match k {
+            Key::Subsystem(p) => Some(p),
+            _ => None,
+        })
+        .and_then(Pattern::literal_alternatives);
+        if let Some(values) = subsystem {
+            return Guard::Subsystem(values.into_iter().map(Into::into).collect());
+        }
+        let kernel = matching(|k| match k {
+            Key::Kernel(p) => Some(p),
+            _ => None,
+        })
+        .and_then(Pattern::first_bytes);
+        match kernel {
+            Some(bytes) => Guard::KernelFirstByte(bytes.into()),
+            None => Guard::None,
+        }
+    }
+
+    /// Whether an event with this subsystem and sysname may match the line.
+    pub fn admits(&self, subsystem: Option<&str>, sysname: &str) -> bool {
+        match self {
+            Guard::None => true,
+            Guard::Subsystem(values) => subsystem.is_some_and(|s| values.iter().any(|v| **v == *s)),
+            Guard::KernelFirstByte(bytes) => sysname
+                .as_bytes()
+                .first()
+                .is_some_and(|b| bytes.contains(b)),
+        }
+    }
 }
 
 /// What kind of effects a line can have; udev uses the same summary to skip whole lines (a

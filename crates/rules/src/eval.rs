@@ -275,6 +275,8 @@ pub fn evaluate(
         scratch: String::new(),
     };
     let is_remove = state.action == "remove";
+    // Rules cannot change the devpath: its sysname is found once.
+    let name_start = state.devpath.len() - sysname(&state.devpath).len();
     let mut index = 0;
     while let Some(line) = rules.lines.get(index) {
         let f = line.flags;
@@ -283,8 +285,14 @@ pub fn evaluate(
             relevant |= f.has_devlink && state.devnum.is_some();
             relevant |= f.has_name && state.ifindex.is_some();
         }
+        // A trace shows every line tried, so `uevd test` does not skip by guard.
+        let admitted = eval.trace.is_some()
+            || line.guard.admits(
+                state.subsystem.as_deref(),
+                state.devpath.get(name_start..).unwrap_or_default(),
+            );
         let mut next = index + 1;
-        if relevant && eval.apply_line(line, state) {
+        if relevant && admitted && eval.apply_line(line, state) {
             if let Some(target) = line.goto_line {
                 next = target as usize;
             }

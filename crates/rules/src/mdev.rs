@@ -963,7 +963,7 @@ pub fn compile_into(
     file: &str,
     resolver: &dyn crate::parse::NameResolver,
 ) -> Vec<crate::parse::Diagnostic> {
-    use crate::ast::{Key, Line, LineFlags, Op, RuleFile, Token};
+    use crate::ast::{Guard, Key, Line, LineFlags, Op, RuleFile, Token};
     use crate::parse::{Diagnostic, Severity};
     use std::sync::Arc;
 
@@ -1036,6 +1036,7 @@ pub fn compile_into(
                 updates_something: true,
                 ..LineFlags::default()
             },
+            guard: Guard::None,
         });
     }
     // busybox's implicit last rule: root:root 0660 at the device name.
@@ -1057,6 +1058,7 @@ pub fn compile_into(
             updates_something: true,
             ..LineFlags::default()
         },
+        guard: Guard::None,
     });
     let end = (first + lines.len()) as u32;
     for line in &mut lines {
@@ -1072,6 +1074,7 @@ pub fn compile_into(
         goto_label: None,
         goto_line: None,
         flags: LineFlags::default(),
+        guard: Guard::None,
     });
     rules.lines.extend(lines);
     diagnostics

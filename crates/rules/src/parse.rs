@@ -10,7 +10,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::ast::{
-    AttrName, Builtin, Escape, ExistingNode, Key, Line, LineFlags, Op, RuleFile, Rules, Token,
+    AttrName, Builtin, Escape, ExistingNode, Guard, Key, Line, LineFlags, Op, RuleFile, Rules,
+    Token,
 };
 use crate::format::Template;
 use crate::pattern::Pattern;
@@ -224,6 +225,7 @@ impl FileParser<'_> {
             goto_label: None,
             goto_line: None,
             flags: LineFlags::default(),
+            guard: Guard::None,
         };
         let text = logical.text.as_str();
         let mut pos = 0;
@@ -248,6 +250,7 @@ impl FileParser<'_> {
         if line.tokens.is_empty() && line.label.is_none() && line.goto_label.is_none() {
             return None;
         }
+        line.guard = Guard::of(&line.tokens);
         Some(line)
     }
 

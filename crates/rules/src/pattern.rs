@@ -76,6 +76,41 @@ impl Pattern {
         })
     }
 
+    /// Its alternatives, if every one is a literal (no glob, no empty alternative, not the
+    /// `subsystem` alias): then it matches exactly those strings.
+    pub fn literal_alternatives(&self) -> Option<Vec<&str>> {
+        if self.matches_empty || self.subsystem_alias {
+            return None;
+        }
+        self.alternatives
+            .iter()
+            .map(|alt| match alt {
+                Alternative::Plain(p) => std::str::from_utf8(p).ok(),
+                Alternative::Glob(_) => None,
+            })
+            .collect()
+    }
+
+    /// The first bytes of its alternatives, if each starts with a literal byte: a value that
+    /// starts with none of them cannot match.
+    pub fn first_bytes(&self) -> Option<Vec<u8>> {
+        if self.matches_empty || self.subsystem_alias {
+            return None;
+        }
+        let mut bytes: Vec<u8> = self
+            .alternatives
+            .iter()
+            .map(|alt| match alt {
+                Alternative::Plain(p) | Alternative::Glob(p) => {
+                    p.first().copied().filter(|b| !is_glob(&[*b]))
+                }
+            })
+            .collect::<Option<_>>()?;
+        bytes.sort_unstable();
+        bytes.dedup();
+        Some(bytes)
+    }
+
     /// Convenience for string values.
     pub fn matches_str(&self, value: Option<&str>) -> bool {
         self.matches(value.map(str::as_bytes))

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::ast::ExistingNode;
+use crate::ast::{ExistingNode, Guard};
 use crate::parse::{parse_into, NameResolver};
 
 #[derive(Default)]
@@ -607,4 +607,111 @@ fn parent_tags_and_recorded_properties_come_from_the_database() {
     );
     assert_eq!(prop(&state, "T3"), None);
     assert_eq!(prop(&state, "FROM_DB").as_deref(), Some("yes"));
+}
+
+#[test]
+fn guards_come_from_literal_subsystems_and_kernel_first_bytes() {
+    let mut rules = Rules::default();
+    let text = r#"SUBSYSTEM=="tty|vc", KERNEL=="x*", GROUP="disk"
+KERNEL=="tty[0-9]*|pppox*|rfcomm", GROUP="disk"
+SUBSYSTEM=="usb*", KERNEL=="sd*", GROUP="disk"
+KERNEL=="*x", GROUP="disk"
+SUBSYSTEM!="tty", GROUP="disk"
+SUBSYSTEM=="subsystem", GROUP="disk"
+KERNEL=="|a", GROUP="disk"
+"#;
+    let diags = parse_into(&mut rules, "t.rules", text, &FakeHost::default());
+    assert!(diags.is_empty(), "{diags:?}");
+    let guards: Vec<&Guard> = rules.lines.iter().map(|l| &l.guard).collect();
+    assert_eq!(
+        guards,
+        [
+            &Guard::Subsystem(["tty".into(), "vc".into()].into()),
+            &Guard::KernelFirstByte((*b"prt").into()),
+            &Guard::KernelFirstByte((*b"s").into()),
+            &Guard::None,
+            &Guard::None,
+            &Guard::None,
+            &Guard::None,
+        ]
+    );
+    let tty = &rules.lines[0].guard;
+    assert!(tty.admits(Some("vc"), "x"));
+    assert!(!tty.admits(Some("ttyx"), "x"));
+    assert!(!tty.admits(None, "x"));
+    let kernel = &rules.lines[1].guard;
+    assert!(kernel.admits(None, "rfcomm"));
+    assert!(!kernel.admits(Some("tty"), "sda"));
+    assert!(!kernel.admits(Some("tty"), ""));
+}
+
+mod guard_equivalence {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SUBSYSTEMS: [&str; 4] = ["tty", "block", "usb", "vc"];
+    const NAMES: [&str; 6] = ["tty1", "ttyS0", "sda", "sdb1", "vcs", "x"];
+
+    fn line() -> impl Strategy<Value = String> {
+        let subsystem = prop_oneof![
+            Just(String::new()),
+            Just("SUBSYSTEM==\"tty\", ".to_string()),
+            Just("SUBSYSTEM==\"block|usb\", ".to_string()),
+            Just("SUBSYSTEM==\"bl*\", ".to_string()),
+            Just("SUBSYSTEM!=\"tty\", ".to_string()),
+        ];
+        let kernel = prop_oneof![
+            Just(String::new()),
+            Just("KERNEL==\"tty*\", ".to_string()),
+            Just("KERNEL==\"sd[a-z]|vcs\", ".to_string()),
+            Just("KERNEL==\"*1\", ".to_string()),
+            Just("KERNEL!=\"sda\", ".to_string()),
+        ];
+        let effect = prop_oneof![
+            Just("ENV{HIT}+=\"%k\"".to_string()),
+            Just("GROUP=\"disk\"".to_string()),
+            Just("TAG+=\"t\"".to_string()),
+            Just("GOTO=\"end\"".to_string()),
+        ];
+        (subsystem, kernel, effect).prop_map(|(s, k, e)| format!("{s}{k}{e}"))
+    }
+
+    proptest! {
+        /// Skipping lines by their guard never changes an evaluation's outcome.
+        #[test]
+        fn guards_change_nothing(
+            lines in proptest::collection::vec(line(), 1..12),
+            subsystem in 0..SUBSYSTEMS.len(),
+            name in 0..NAMES.len(),
+        ) {
+            let text = format!("{}\nLABEL=\"end\"\n", lines.join("\n"));
+            let mut guarded = Rules::default();
+            let host = FakeHost::default();
+            let diags = parse_into(&mut guarded, "t.rules", &text, &host);
+            prop_assert!(diags.is_empty(), "{:?}", diags);
+            let mut unguarded = guarded.clone();
+            for line in &mut unguarded.lines {
+                line.guard = Guard::None;
+            }
+            let devpath = format!("/devices/virtual/{}/{}", SUBSYSTEMS[subsystem], NAMES[name]);
+            let start = EventState::new(
+                Properties::from_pairs([
+                    ("ACTION", "add"),
+                    ("DEVPATH", devpath.as_str()),
+                    ("SUBSYSTEM", SUBSYSTEMS[subsystem]),
+                    ("MAJOR", "8"),
+                    ("MINOR", "1"),
+                ]),
+                vec![],
+                Properties::default(),
+            );
+            let outcome = |rules: &Rules| {
+                let mut state = start.clone();
+                let mut host = FakeHost::default();
+                evaluate(rules, &mut state, &mut host, EvalOptions::default());
+                (state.properties.get("HIT").map(str::to_owned), state.gid, state.all_tags)
+            };
+            prop_assert_eq!(outcome(&guarded), outcome(&unguarded));
+        }
+    }
 }

@@ -328,8 +328,8 @@ fn parse_node(value: &str) -> Option<NodeRecord> {
 
 /// Appends `s` with `\\` and newlines escaped (the format is line-based).
 fn escape_into(out: &mut Vec<u8>, s: &str) {
-    // Values are short and almost never need escaping: one plain scan, then one copy.
-    if !s.bytes().any(|b| b == b'\\' || b == b'\n') {
+    // Values are short and almost never need escaping: one vectorised scan, then one copy.
+    if memchr::memchr2(b'\\', b'\n', s.as_bytes()).is_none() {
         out.extend_from_slice(s.as_bytes());
         return;
     }
@@ -431,16 +431,17 @@ fn append_entry(out: &mut Vec<u8>, id: &str, record: Option<&DeviceRecord>) {
         out.truncate(header_at);
         return;
     }
-    fill_digits(&mut out[len_at..len_at + 10], len as u64, 10);
-    fill_digits(&mut out[len_at + 11..len_at + 27], sum, 16);
+    fill_digits::<10>(&mut out[len_at..len_at + 10], len as u64);
+    fill_digits::<16>(&mut out[len_at + 11..len_at + 27], sum);
 }
 
-/// Writes `n` into `field` in `radix` (10 or 16, lower-case), right-aligned and zero-padded;
-/// `field` is wide enough for every value the caller passes.
-fn fill_digits(field: &mut [u8], mut n: u64, radix: u64) {
+/// Writes `n` into `field` in `RADIX` (10 or 16, lower-case), right-aligned and zero-padded;
+/// `field` is wide enough for every value the caller passes. (A constant radix lets the
+/// compiler turn the divisions into multiplications and shifts.)
+fn fill_digits<const RADIX: u64>(field: &mut [u8], mut n: u64) {
     for slot in field.iter_mut().rev() {
-        *slot = b"0123456789abcdef"[(n % radix) as usize];
-        n /= radix;
+        *slot = b"0123456789abcdef"[(n % RADIX) as usize];
+        n /= RADIX;
     }
 }
 
