@@ -304,9 +304,9 @@ fn run_daemon(args: &DaemonArgs) -> ExitCode {
             .with_helper_timeout(timeout),
         )
     };
-    let policy = build();
+    let first = build.clone();
     let reload: daemon::Reload = Box::new(move || Ok(build()));
-    let result = daemon::run(config, policy, reload);
+    let result = daemon::run(config, Box::new(first), reload);
     if let Some(loader) = loader {
         loader.shutdown();
     }

@@ -108,6 +108,9 @@ pub enum DaemonError {
     /// epoll failed.
     #[error("event loop failed: {0}")]
     Poll(rustix::io::Errno),
+    /// The thread loading the rules died.
+    #[error("loading the rules failed: the loader thread panicked")]
+    PolicyLoader,
 }
 
 fn setup<E: std::error::Error + Send + Sync + 'static>(
@@ -119,6 +122,10 @@ fn setup<E: std::error::Error + Send + Sync + 'static>(
         source: Box::new(e),
     }
 }
+
+/// Builds the policy at start. It runs on its own thread while the daemon walks sysfs for the
+/// coldplug (reading and compiling a distribution's rule files takes a few milliseconds).
+pub type LoadPolicy = Box<dyn FnOnce() -> Arc<dyn Policy> + Send>;
 
 /// Rebuilds the policy on `reload`.
 pub type Reload = Box<dyn Fn() -> Result<Arc<dyn Policy>, String> + Send>;
@@ -157,6 +164,8 @@ struct Daemon {
     listener: KernelListener,
     sysfs: Sysfs,
     known: HashMap<String, Arc<DeviceRecord>, FastHash>,
+    /// The policy still being loaded at start ([`LoadPolicy`]).
+    loading: Option<std::thread::JoinHandle<Arc<dyn Policy>>>,
     /// The policy reads ancestors' records ([`policy::Policy::reads_ancestors`]).
     ancestors_wanted: bool,
     /// The policy reads parent devices ([`policy::Policy::reads_parents`]).
@@ -184,8 +193,12 @@ struct Daemon {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT or `exit`.
-pub fn run(config: Config, policy: Arc<dyn Policy>, reload: Reload) -> Result<(), DaemonError> {
+pub fn run(config: Config, policy: LoadPolicy, reload: Reload) -> Result<(), DaemonError> {
     let started = Instant::now();
+    let loading = std::thread::Builder::new()
+        .name("uevd-rules".into())
+        .spawn(policy)
+        .map_err(setup("starting the rule loader"))?;
     // Nodes are created with exactly the mode policy says; everything else gets explicit modes.
     rustix::process::umask(rustix::fs::Mode::empty());
     for dir in [&config.run, &config.dev] {
@@ -208,7 +221,6 @@ pub fn run(config: Config, policy: Arc<dyn Policy>, reload: Reload) -> Result<()
         .collect();
     let fs =
         DirFs::open(&config.dev).map_err(setup(format!("opening {}", config.dev.display())))?;
-    info!("policy: {}", policy.describe());
     let links = match links::LinkClaims::open(&config.run) {
         Ok(l) => Some(l),
         Err(e) => {
@@ -219,7 +231,9 @@ pub fn run(config: Config, policy: Arc<dyn Policy>, reload: Reload) -> Result<()
             None
         }
     };
-    let processor = Arc::new(Processor::new(policy, fs, db, links));
+    // No event is processed before the real policy is in place (see `await_policy`).
+    let placeholder: Arc<dyn Policy> = Arc::new(policy::KernelDefaults);
+    let processor = Arc::new(Processor::new(placeholder, fs, db, links));
     let pool = Pool::new(processor, config.workers).map_err(setup("starting workers"))?;
     let listener = KernelListener::open(&ListenerOptions {
         recv_buffer: config.recv_buffer,
@@ -246,11 +260,11 @@ pub fn run(config: Config, policy: Arc<dyn Policy>, reload: Reload) -> Result<()
         }
     }
 
-    let policy = pool.processor().policy();
     let mut daemon = Daemon {
         sysfs: Sysfs::new(&config.sysfs),
-        ancestors_wanted: policy.reads_ancestors(),
-        parents_wanted: policy.reads_parents(),
+        loading: Some(loading),
+        ancestors_wanted: false,
+        parents_wanted: false,
         watches,
         watch_uuids: std::collections::VecDeque::new(),
         chains: HashMap::new(),
@@ -293,8 +307,9 @@ pub fn run(config: Config, policy: Arc<dyn Policy>, reload: Reload) -> Result<()
         daemon.config.workers
     );
     if daemon.config.coldplug {
-        daemon.sync_with_sysfs(Origin::Coldplug);
+        daemon.sync_with_sysfs(Origin::Coldplug)?;
     }
+    daemon.await_policy()?;
     let result = daemon.event_loop(&mut term);
     daemon.server.close();
     result
@@ -377,7 +392,7 @@ impl Daemon {
             self.helper_deadlines();
             if self.resync_due.is_some_and(|due| due <= Instant::now()) {
                 self.resync_due = None;
-                self.sync_with_sysfs(Origin::Resync);
+                self.sync_with_sysfs(Origin::Resync)?;
             }
         }
     }
@@ -800,7 +815,7 @@ impl Daemon {
     /// Walks sysfs (several threads reading at once), keeps draining netlink meanwhile, and
     /// queues the events that reconcile uevd's state with it. Kernel events received during
     /// the walk are queued after.
-    fn sync_with_sysfs(&mut self, origin: Origin) {
+    fn sync_with_sysfs(&mut self, origin: Origin) -> Result<(), DaemonError> {
         let started = Instant::now();
         if origin == Origin::Resync {
             self.stats.resyncs += 1;
@@ -829,9 +844,10 @@ impl Daemon {
             Ok(s) => s,
             Err(e) => {
                 error!("cannot walk {}: {e}", self.config.sysfs.display());
-                return;
+                return self.await_policy();
             }
         };
+        self.await_policy()?;
         // Parents before children: the queue keeps that order for events it holds.
         found.sort_unstable_by(|a, b| uevd_sysfs::tree_order(&a.devpath, &b.devpath));
         let snapshot = self
@@ -867,6 +883,20 @@ impl Daemon {
             }
         }
         log_sync(origin, &summary, &walk_stats, started.elapsed());
+        Ok(())
+    }
+
+    /// Puts the policy being loaded at start in place (waiting for it), once.
+    fn await_policy(&mut self) -> Result<(), DaemonError> {
+        let Some(loading) = self.loading.take() else {
+            return Ok(());
+        };
+        let policy = loading.join().map_err(|_| DaemonError::PolicyLoader)?;
+        info!("policy: {}", policy.describe());
+        self.ancestors_wanted = policy.reads_ancestors();
+        self.parents_wanted = policy.reads_parents();
+        self.pool.processor().set_policy(policy);
+        Ok(())
     }
 
     fn accept(&mut self) {

@@ -50,7 +50,11 @@ fn a_child_never_overtakes_its_parent_but_unrelated_devices_run_in_parallel() {
         };
         let p: Arc<dyn Policy> = policy.clone();
         let daemon = std::thread::spawn(move || {
-            daemon::run(config, p, Box::new(|| Err("no reload".into())))
+            daemon::run(
+                config,
+                Box::new(move || p),
+                Box::new(|| Err("no reload".into())),
+            )
         });
         let control = run.path().join("control");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -118,6 +122,87 @@ fn a_child_never_overtakes_its_parent_but_unrelated_devices_run_in_parallel() {
             .call(&uevd::control::Request::Exit, Duration::from_secs(10))
             .unwrap();
         daemon.join().unwrap().unwrap();
+    })
+    .unwrap();
+}
+
+fn coldplug_config(sys: &FakeSysfs, dev: &tempfile::TempDir, run: &tempfile::TempDir) -> Config {
+    Config {
+        sysfs: sys.root().to_owned(),
+        dev: dev.path().to_owned(),
+        run: run.path().to_owned(),
+        workers: 0,
+        coldplug: true,
+        recv_buffer: 1 << 20,
+        ready_fd: None,
+        handle_signals: false,
+    }
+}
+
+#[test]
+fn coldplug_events_wait_for_the_policy_loaded_beside_the_walk() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        sys.device("/devices/virtual/misc/early", "misc", &[])
+            .unwrap();
+        let (dev, run) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let policy = Arc::new(Slow::default());
+        let p: Arc<dyn Policy> = policy.clone();
+        let config = coldplug_config(&sys, &dev, &run);
+        let control = run.path().join("control");
+        let daemon = std::thread::spawn(move || {
+            let slow_loader = move || {
+                // Loading takes longer than the walk.
+                std::thread::sleep(Duration::from_millis(300));
+                p
+            };
+            daemon::run(
+                config,
+                Box::new(slow_loader),
+                Box::new(|| Err("no reload".into())),
+            )
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !control.exists() {
+            assert!(Instant::now() < deadline, "daemon never became ready");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let decided: Vec<String> = policy
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(devpath, _, _)| devpath.clone())
+            .collect();
+        assert_eq!(
+            decided,
+            ["/devices/virtual/misc/early"],
+            "the coldplug event went through the loaded policy, not a stand-in"
+        );
+        uevd::control::Client::connect(run.path())
+            .unwrap()
+            .call(&uevd::control::Request::Exit, Duration::from_secs(10))
+            .unwrap();
+        daemon.join().unwrap().unwrap();
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_rule_loader_that_dies_stops_the_daemon_before_it_is_ready() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let (dev, run) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let result = daemon::run(
+            coldplug_config(&sys, &dev, &run),
+            Box::new(|| panic!("a broken rule loader (expected by this test)")),
+            Box::new(|| Err("no reload".into())),
+        );
+        assert!(
+            matches!(result, Err(daemon::DaemonError::PolicyLoader)),
+            "{result:?}"
+        );
+        assert!(!run.path().join("control").exists(), "never ready");
     })
     .unwrap();
 }
