@@ -418,10 +418,7 @@ impl Daemon {
                     Vec::new()
                 },
             };
-            // A lone event runs inline: a hand-off would cost two wake-ups of its latency.
-            // When events queue up, workers take them beside this thread's receiving.
-            let inline = self.queue.pending() == 0 && self.pool.handed_off() == 0;
-            if self.pool.submit(job, known, inline) {
+            if self.pool.submit(job, known) {
                 // Done now: finish it before the next dispatch looks at the device state.
                 self.collect(false);
             }
@@ -893,10 +890,15 @@ impl Daemon {
         };
         let policy = loading.join().map_err(|_| DaemonError::PolicyLoader)?;
         info!("policy: {}", policy.describe());
+        self.install_policy(policy);
+        Ok(())
+    }
+
+    /// Makes `policy` decide the events dispatched from now on.
+    fn install_policy(&mut self, policy: Arc<dyn Policy>) {
         self.ancestors_wanted = policy.reads_ancestors();
         self.parents_wanted = policy.reads_parents();
         self.pool.processor().set_policy(policy);
-        Ok(())
     }
 
     fn accept(&mut self) {
@@ -930,9 +932,7 @@ impl Daemon {
                     let answer = match (self.reload)() {
                         Ok(policy) => {
                             let text = format!("ok reloaded: {}", policy.describe());
-                            self.ancestors_wanted = policy.reads_ancestors();
-                            self.parents_wanted = policy.reads_parents();
-                            self.pool.processor().set_policy(policy);
+                            self.install_policy(policy);
                             info!("{}", &text[3..]);
                             text
                         }
