@@ -6,7 +6,7 @@ use crate::{info, warn};
 use rustix::fd::{AsFd, BorrowedFd};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -63,12 +63,26 @@ impl ControlServer {
     }
 
     /// Binds the socket (mode 0600): from now on clients can reach the daemon.
+    ///
+    /// The socket is made in a private (0700) directory and renamed into place, so the path
+    /// appears only once it is listening with its final mode: a client that sees it can
+    /// connect (readiness is the path existing), and nobody can connect while the mode is
+    /// still the daemon's umask of 0.
     pub fn bind(&mut self) -> io::Result<()> {
-        let _ = std::fs::remove_file(&self.path);
-        let listener = UnixListener::bind(&self.path)?;
-        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600))?;
-        listener.set_nonblocking(true)?;
-        self.listener = Some(listener);
+        let staging = self
+            .path
+            .with_file_name(format!(".control.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::DirBuilder::new().mode(0o700).create(&staging)?;
+        let temp = staging.join("control");
+        let made = UnixListener::bind(&temp).and_then(|listener| {
+            std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))?;
+            listener.set_nonblocking(true)?;
+            std::fs::rename(&temp, &self.path)?;
+            Ok(listener)
+        });
+        let _ = std::fs::remove_dir_all(&staging);
+        self.listener = Some(made?);
         Ok(())
     }
 
@@ -251,5 +265,27 @@ impl ControlServer {
             let _ = std::fs::remove_file(&self.path);
         }
         self.clients.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    #[test]
+    fn the_socket_appears_listening_with_mode_0600_and_leaves_no_staging_behind() {
+        let run = tempfile::tempdir().expect("tempdir");
+        let mut server = ControlServer::new(run.path());
+        server.bind().expect("bind");
+        let meta = std::fs::metadata(server.path()).expect("the socket");
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+        UnixStream::connect(server.path()).expect("listening as soon as it is there");
+        let names: Vec<_> = std::fs::read_dir(run.path())
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from("control")]);
     }
 }
