@@ -39,14 +39,9 @@ fn a_child_never_overtakes_its_parent_but_unrelated_devices_run_in_parallel() {
         let run = tempfile::tempdir().unwrap();
         let policy = Arc::new(Slow::default());
         let config = Config {
-            sysfs: sys.root().to_owned(),
-            dev: dev.path().to_owned(),
-            run: run.path().to_owned(),
             workers: 4,
             coldplug: false,
-            recv_buffer: 1 << 20,
-            ready_fd: None,
-            handle_signals: false,
+            ..config(&sys, &dev, &run)
         };
         let p: Arc<dyn Policy> = policy.clone();
         let daemon = std::thread::spawn(move || {
@@ -56,12 +51,7 @@ fn a_child_never_overtakes_its_parent_but_unrelated_devices_run_in_parallel() {
                 Box::new(|| Err("no reload".into())),
             )
         });
-        let control = run.path().join("control");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !control.exists() {
-            assert!(Instant::now() < deadline, "daemon never became ready");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_ready(run.path());
 
         let tag = unique("order");
         let parent = format!("/devices/virtual/{tag}/hub");
@@ -126,7 +116,18 @@ fn a_child_never_overtakes_its_parent_but_unrelated_devices_run_in_parallel() {
     .unwrap();
 }
 
-fn coldplug_config(sys: &FakeSysfs, dev: &tempfile::TempDir, run: &tempfile::TempDir) -> Config {
+/// Waits for the daemon's control socket: it appears when the daemon is ready.
+fn wait_ready(run: &std::path::Path) {
+    let control = run.join("control");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !control.exists() {
+        assert!(Instant::now() < deadline, "daemon never became ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A daemon on a fake sysfs that coldplugs it, inline (no workers).
+fn config(sys: &FakeSysfs, dev: &tempfile::TempDir, run: &tempfile::TempDir) -> Config {
     Config {
         sysfs: sys.root().to_owned(),
         dev: dev.path().to_owned(),
@@ -148,8 +149,7 @@ fn coldplug_events_wait_for_the_policy_loaded_beside_the_walk() {
         let (dev, run) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let policy = Arc::new(Slow::default());
         let p: Arc<dyn Policy> = policy.clone();
-        let config = coldplug_config(&sys, &dev, &run);
-        let control = run.path().join("control");
+        let config = config(&sys, &dev, &run);
         let daemon = std::thread::spawn(move || {
             let slow_loader = move || {
                 // Loading takes longer than the walk.
@@ -162,11 +162,7 @@ fn coldplug_events_wait_for_the_policy_loaded_beside_the_walk() {
                 Box::new(|| Err("no reload".into())),
             )
         });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !control.exists() {
-            assert!(Instant::now() < deadline, "daemon never became ready");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_ready(run.path());
         let decided: Vec<String> = policy
             .log
             .lock()
@@ -174,10 +170,10 @@ fn coldplug_events_wait_for_the_policy_loaded_beside_the_walk() {
             .iter()
             .map(|(devpath, _, _)| devpath.clone())
             .collect();
-        assert_eq!(
-            decided,
-            ["/devices/virtual/misc/early"],
-            "the coldplug event went through the loaded policy, not a stand-in"
+        // (Other tests' real loop0 events may show up too: they reach every namespace.)
+        assert!(
+            decided.iter().any(|d| d == "/devices/virtual/misc/early"),
+            "the coldplug event went through the loaded policy, not a stand-in: {decided:?}"
         );
         uevd::control::Client::connect(run.path())
             .unwrap()
@@ -194,7 +190,7 @@ fn a_rule_loader_that_dies_stops_the_daemon_before_it_is_ready() {
         let sys = FakeSysfs::new().unwrap();
         let (dev, run) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let result = daemon::run(
-            coldplug_config(&sys, &dev, &run),
+            config(&sys, &dev, &run),
             Box::new(|| panic!("a broken rule loader (expected by this test)")),
             Box::new(|| Err("no reload".into())),
         );

@@ -440,13 +440,14 @@ fn helpers_can_skip_or_refuse_when_the_node_already_existed() {
         std::fs::write(
             &rules,
             format!(
-                "SUBSYSTEM==\"block\", RUN+=\"/bin/sh -c 'echo run %k >> {log}'\"\n\
-                 SUBSYSTEM==\"block\", OPTIONS+=\"if_exists=skip\", RUN+=\"/bin/sh -c 'echo skip %k >> {log}'\"\n\
-                 SUBSYSTEM==\"block\", OPTIONS+=\"if_exists=error\", RUN+=\"/bin/sh -c 'echo error %k >> {log}'\"\n",
+                "SUBSYSTEM==\"block\", KERNEL==\"vd*\", RUN+=\"/bin/sh -c 'echo run %k >> {log}'\"\n\
+                 SUBSYSTEM==\"block\", KERNEL==\"vd*\", OPTIONS+=\"if_exists=skip\", RUN+=\"/bin/sh -c 'echo skip %k >> {log}'\"\n\
+                 SUBSYSTEM==\"block\", KERNEL==\"vd*\", OPTIONS+=\"if_exists=error\", RUN+=\"/bin/sh -c 'echo error %k >> {log}'\"\n",
                 log = log.display()
             ),
         )
         .unwrap();
+        // (`KERNEL=="vd*"`: other tests' real loop0 events reach every network namespace.)
         // vda's node is already there (as devtmpfs or an earlier run would have left it).
         let dev = tempfile::tempdir().unwrap();
         rustix::fs::mknodat(
