@@ -13,4 +13,4 @@ mod device;
 mod walk;
 
 pub use device::{parse_uevent_file, Device};
-pub use walk::{tree_order, Sysfs, SysfsError, WalkStats};
+pub use walk::{is_below, tree_order, Sysfs, SysfsError, WalkStats};

@@ -189,6 +189,14 @@ pub fn tree_order(a: &str, b: &str) -> Ordering {
     a.split('/').cmp(b.split('/'))
 }
 
+/// Whether device path `path` lies strictly below `ancestor` (`/a/b` is below `/a`, `/ab`
+/// is not).
+pub fn is_below(path: &str, ancestor: &str) -> bool {
+    path.len() > ancestor.len()
+        && path.starts_with(ancestor)
+        && path.as_bytes()[ancestor.len()] == b'/'
+}
+
 impl WalkStats {
     fn add(&mut self, other: &WalkStats) {
         self.devices += other.devices;
@@ -615,6 +623,14 @@ mod tests {
                 "{threads} threads"
             );
         }
+    }
+
+    #[test]
+    fn is_below_needs_a_component_boundary() {
+        assert!(is_below("/devices/a/b", "/devices/a"));
+        assert!(!is_below("/devices/a", "/devices/a"));
+        assert!(!is_below("/devices/ab", "/devices/a"));
+        assert!(!is_below("/devices", "/devices/a"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use uevd_rules::ast::Builtin;
 use uevd_rules::eval::{DeviceInfo, EventState, Host, LogLevel, Properties};
 use uevd_rules::NameResolver;
-use uevd_sysfs::Sysfs;
+use uevd_sysfs::{is_below, Sysfs};
 
 use crate::builtins::{self, ModuleLoader};
 use crate::daemon::db::DeviceRecord;
@@ -113,23 +113,6 @@ impl SysfsSnapshot {
             .collect();
         SysfsSnapshot { parents }
     }
-
-    /// How many devices it holds.
-    pub fn len(&self) -> usize {
-        self.parents.len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.parents.is_empty()
-    }
-}
-
-/// Whether `path` lies strictly below `ancestor`.
-fn is_below(path: &str, ancestor: &str) -> bool {
-    path.len() > ancestor.len()
-        && path.starts_with(ancestor)
-        && path.as_bytes()[ancestor.len()] == b'/'
 }
 
 /// A device as sd-device sees one read from sysfs: DEVPATH and SUBSYSTEM are properties too

@@ -359,11 +359,7 @@ impl Uevent {
         if let Some(known) = Known::of(key.as_bytes()) {
             return self.known_str(known);
         }
-        self.fields
-            .iter()
-            .rev()
-            .find(|f| &self.bytes.raw()[usize::from(f.start)..usize::from(f.eq)] == key.as_bytes())
-            .and_then(|&f| self.value_str(f))
+        self.last_field(key).and_then(|f| self.value_str(f))
     }
 
     /// The last value of `key` as raw bytes.
@@ -371,12 +367,16 @@ impl Uevent {
         if let Some(known) = Known::of(key.as_bytes()) {
             return self.known_bytes(known);
         }
-        // Compare raw key bytes: no UTF-8 check per field on the way.
+        self.last_field(key).map(|f| self.field_value(f))
+    }
+
+    /// The last field named `key`, comparing raw key bytes (no UTF-8 check per field).
+    fn last_field(&self, key: &str) -> Option<Field> {
         self.fields
             .iter()
             .rev()
             .find(|f| &self.bytes.raw()[usize::from(f.start)..usize::from(f.eq)] == key.as_bytes())
-            .map(|&f| self.field_value(f))
+            .copied()
     }
 
     /// Every field in wire order, duplicates included.

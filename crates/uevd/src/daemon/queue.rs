@@ -12,6 +12,7 @@
 use crate::host::SysfsSnapshot;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use uevd_sysfs::is_below;
 use uevd_wire::Uevent;
 
 /// Where an event came from.
@@ -78,8 +79,7 @@ impl Key {
 
 /// Whether `a` and `b` are the same device path, or one lies below the other.
 pub fn paths_related(a: &str, b: &str) -> bool {
-    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
-    long.starts_with(short) && (long.len() == short.len() || long.as_bytes()[short.len()] == b'/')
+    a == b || is_below(a, b) || is_below(b, a)
 }
 
 /// How far past the head of the queue to look for a runnable event. Bounded so that a long
