@@ -15,6 +15,8 @@ pub struct Daemon {
     pub child: Child,
     pub dev: tempfile::TempDir,
     pub run: tempfile::TempDir,
+    /// On a fake sysfs: keeps real kernel events out while it runs (see `util`).
+    _quiet: Option<std::sync::RwLockReadGuard<'static, ()>>,
 }
 
 impl Daemon {
@@ -32,6 +34,7 @@ impl Daemon {
         run: tempfile::TempDir,
         extra: &[&str],
     ) -> Daemon {
+        let quiet = (sysfs != Path::new("/sys")).then(super::util::without_real_events);
         let mut args = vec![
             "daemon".to_string(),
             "--sysfs".into(),
@@ -71,7 +74,12 @@ impl Daemon {
             run.path().join("control").exists(),
             "ready but no control socket"
         );
-        Daemon { child, dev, run }
+        Daemon {
+            child,
+            dev,
+            run,
+            _quiet: quiet,
+        }
     }
 
     /// `uevd CMD --run RUN ARGS…`, returning (exit code, stdout, stderr).
@@ -684,6 +692,7 @@ fn trigger_wait_times_out_naming_devices_whose_event_never_comes() {
 #[test]
 fn trigger_wait_on_a_real_device_returns_once_processed() {
     const LOOP0: &str = "/sys/devices/virtual/block/loop0";
+    let _real = super::util::making_real_events();
     assert!(
         Path::new(LOOP0).exists(),
         "load the loop module to run this test"

@@ -370,6 +370,7 @@ fn verify_rules_exit_status_tells() {
 fn a_watched_node_closed_after_writing_yields_a_synthetic_change_also_after_a_restart() {
     const LOOP0: &str = "/sys/devices/virtual/block/loop0/uevent";
     assert!(Path::new(LOOP0).exists(), "needs loop0 (modprobe loop)");
+    let _real = super::util::making_real_events();
     in_private_netns(|| {
         let work = tempfile::tempdir().unwrap();
         let seen = work.path().join("seen");

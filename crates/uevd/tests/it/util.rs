@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 use uevd_testkit::{event, uevd_command, Action, Child, Injector};
 
@@ -57,4 +58,20 @@ pub fn db_record(run: &Path, id: &str) -> String {
         .find(|r| r.id() == id)
         .unwrap_or_else(|| panic!("no record {id} in {}", run.display()))
         .to_text()
+}
+
+/// Real kernel events (a write to `/sys/…/loop0/uevent`) reach the uevent sockets of every
+/// network namespace, so a test that makes them would put a stray `loop0` into the daemons
+/// of tests running beside it. Such tests hold this lock exclusively
+/// ([`making_real_events`]); daemons on a fake sysfs hold it shared while they run.
+static REAL_EVENTS: RwLock<()> = RwLock::new(());
+
+/// Held by a test that writes to real `uevent` files, for as long as it does.
+pub fn making_real_events() -> RwLockWriteGuard<'static, ()> {
+    REAL_EVENTS.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by a daemon on a fake sysfs: no real event is made while it runs.
+pub fn without_real_events() -> RwLockReadGuard<'static, ()> {
+    REAL_EVENTS.read().unwrap_or_else(|e| e.into_inner())
 }
