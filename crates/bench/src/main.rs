@@ -961,7 +961,15 @@ fn uevd_memory(b: &mut Bench, who: &str) -> Result<()> {
     }
     settle(b, run.path())?;
     let secs = t.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_millis(200));
+    // The daemon hands memory back once it has been idle for a second after a burst.
+    let released: u64 = daemon_stat(b, run.path(), "memory_releases")?.parse()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon_stat(b, run.path(), "memory_releases")?.parse::<u64>()? <= released {
+        if Instant::now() > deadline {
+            return Err("uevd never handed memory back after the burst".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let after = rss(child.id())?;
     let peak = status_kib(child.id(), "VmHWM:")?;
     let processed = daemon_stat(b, run.path(), "processed")?;

@@ -86,6 +86,8 @@ pub struct Stats {
     pub refused_nodes: u64,
     /// Events that met any error.
     pub errors: u64,
+    /// Times memory was handed back to the kernel (once after coldplug, then after bursts).
+    pub memory_releases: u64,
     /// Overflows keep recurring; resyncs are rate-limited.
     pub degraded: bool,
 }
@@ -142,6 +144,9 @@ const HELPERS: u64 = 1 << 40;
 
 /// Going idle after this many events since the last time returns free memory to the kernel.
 const TRIM_AFTER: u64 = 4096;
+/// ... once the daemon has stayed idle this long: a burst often comes in waves, and memory
+/// handed back between two waves (with the first wave's devices still live) is taken again.
+const TRIM_QUIET: Duration = Duration::from_secs(1);
 /// Events parsed and queued at most; beyond this they wait in the kernel's receive buffer.
 const MAX_QUEUED: usize = 65_536;
 /// After the database failed to write (a full disk), wait this long before trying again.
@@ -173,6 +178,9 @@ struct Daemon {
     watches: Option<watch::NodeWatches>,
     /// `stats.processed` when memory was last handed back.
     processed_at_trim: u64,
+    /// When to hand memory back if the daemon is still idle then ([`TRIM_QUIET`]), and
+    /// `stats.processed` when that was decided (only new events move the time).
+    trim_due: Option<(Instant, u64)>,
     /// Events whose `RUN` helpers are running, by the running helper's token.
     chains: HashMap<u64, helpers::Chain<Processed>>,
     next_helper: u64,
@@ -270,6 +278,7 @@ pub fn run(config: Config, policy: LoadPolicy, reload: Reload) -> Result<(), Dae
         chains: HashMap::new(),
         next_helper: HELPERS,
         processed_at_trim: 0,
+        trim_due: None,
         config,
         stats: Stats::default(),
         queue: Queue::new(),
@@ -345,10 +354,10 @@ impl Daemon {
                 .filter_map(|c| c.running.as_ref())
                 .map(|r| r.deadline())
                 .min();
-            let due = match (self.resync_due, helper_due) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let due = [self.resync_due, helper_due, self.trim_due.map(|(due, _)| due)]
+                .into_iter()
+                .flatten()
+                .min();
             let timeout = due.map(|due| {
                 let left = due.saturating_duration_since(Instant::now());
                 rustix::time::Timespec {
@@ -393,6 +402,12 @@ impl Daemon {
             if self.resync_due.is_some_and(|due| due <= Instant::now()) {
                 self.resync_due = None;
                 self.sync_with_sysfs(Origin::Resync)?;
+            }
+            if self.trim_due.is_some_and(|(due, _)| due <= Instant::now()) {
+                self.trim_due = None;
+                if self.is_idle() {
+                    self.release_memory();
+                }
             }
         }
     }
@@ -584,20 +599,16 @@ impl Daemon {
             self.drain_kernel()?;
             self.dispatch();
         }
-        let idle = self.queue.is_idle() && self.pool.in_flight() == 0 && self.chains.is_empty();
-        // After a burst (many events since the last time), and once after coldplug (the
-        // biggest burst of a boot), give the memory back.
-        let burst_over = self.stats.processed >= self.processed_at_trim + TRIM_AFTER;
-        if idle && (burst_over || (!self.ready && !self.stopping)) {
-            self.queue.shrink();
-            self.known.shrink_to_fit();
-            self.pool.processor().db().release_buffer();
-            crate::memory::release_free_memory();
-            debug!(
-                "idle after {} event(s): free memory handed back",
-                self.stats.processed - self.processed_at_trim
-            );
-            self.processed_at_trim = self.stats.processed;
+        let idle = self.is_idle();
+        // After coldplug (the biggest burst of a boot), give the memory back at once; after
+        // any other burst (many events since the last time), once it has been quiet a while.
+        if idle && !self.ready && !self.stopping {
+            self.release_memory();
+        } else if idle
+            && self.stats.processed >= self.processed_at_trim + TRIM_AFTER
+            && self.trim_due.is_none_or(|(_, at)| at != self.stats.processed)
+        {
+            self.trim_due = Some((Instant::now() + TRIM_QUIET, self.stats.processed));
         }
         if !self.ready && idle && !self.stopping {
             self.become_ready()?;
@@ -615,6 +626,25 @@ impl Daemon {
             info!("no overflow for {RECOVERY:?}: leaving the degraded state");
         }
         Ok(())
+    }
+
+    /// Nothing queued, in flight, or waiting for helpers.
+    fn is_idle(&self) -> bool {
+        self.queue.is_idle() && self.pool.in_flight() == 0 && self.chains.is_empty()
+    }
+
+    /// Returns what the last burst left behind: spare capacity, then the allocator's free pages.
+    fn release_memory(&mut self) {
+        self.queue.shrink();
+        self.known.shrink_to_fit();
+        self.pool.processor().db().release_buffer();
+        crate::memory::release_free_memory();
+        debug!(
+            "idle after {} event(s): free memory handed back",
+            self.stats.processed - self.processed_at_trim
+        );
+        self.processed_at_trim = self.stats.processed;
+        self.stats.memory_releases += 1;
     }
 
     /// Writes the database entries of the events processed since the last time (one system
@@ -962,6 +992,7 @@ impl Daemon {
             format!("refused_nodes {}", s.refused_nodes),
             format!("errors {}", s.errors),
             format!("devices {}", self.known.len()),
+            format!("memory_releases {}", s.memory_releases),
             format!("degraded {}", u8::from(s.degraded)),
         ]
     }

@@ -773,6 +773,46 @@ fn a_burst_larger_than_the_queue_waits_in_the_kernel_buffer_and_is_processed_in_
 }
 
 #[test]
+fn memory_is_handed_back_once_a_burst_has_gone_quiet() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let d = Daemon::start(sys.root(), &["--no-coldplug"]);
+        // Once when the (empty) coldplug is done.
+        assert_eq!(d.stats()["memory_releases"], 1);
+        let inj = Injector::open().unwrap();
+        let tag = unique("quiet");
+        // A burst in waves of 3 000 events, 12 000 in all (a burst is 4 096 or more), with
+        // the daemon idle for a moment between waves: memory is handed back once, after the
+        // last wave, when its devices are gone — not between waves, when they are still live.
+        let n = 1500;
+        let events = |action| widget_events(action, &tag, 246, n, "quiet");
+        let (adds, removes) = (events(Action::Add), events(Action::Remove));
+        let mut sent = 0;
+        for _ in 0..4 {
+            inj.send_all(&adds).unwrap();
+            inj.send_all(&removes).unwrap();
+            sent += 2 * n as u64;
+            d.wait_for_stat("processed", sent, Duration::from_secs(60));
+            d.settle();
+        }
+        d.wait_for_stat("memory_releases", 2, Duration::from_secs(10));
+        let stats = d.stats();
+        assert_eq!(
+            (stats["memory_releases"], stats["devices"], stats["errors"]),
+            (2, 0, 0),
+            "{stats:?}"
+        );
+        // A few events more are no burst: nothing more is handed back.
+        inj.send_all(&adds[..10]).unwrap();
+        d.wait_for_stat("processed", sent + 10, Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(d.stats()["memory_releases"], 2);
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
 fn a_long_add_remove_churn_compacts_the_journal_and_keeps_the_truth() {
     in_private_netns(|| {
         let sys = FakeSysfs::new().unwrap();
