@@ -61,6 +61,9 @@ pub struct Config {
     pub coldplug: bool,
     /// Netlink receive buffer in bytes.
     pub recv_buffer: usize,
+    /// Events parsed and queued at most; beyond this they wait in the kernel's receive buffer
+    /// (which holds them in about 832 bytes each, against about 530 here).
+    pub max_queued: usize,
     /// A descriptor to write a newline to when ready (s6-style readiness).
     pub ready_fd: Option<u32>,
     /// Handle SIGINT/SIGTERM (off when the daemon runs inside a test process).
@@ -147,8 +150,6 @@ const TRIM_AFTER: u64 = 4096;
 /// ... once the daemon has stayed idle this long: a burst often comes in waves, and memory
 /// handed back between two waves (with the first wave's devices still live) is taken again.
 const TRIM_QUIET: Duration = Duration::from_secs(1);
-/// Events parsed and queued at most; beyond this they wait in the kernel's receive buffer.
-const MAX_QUEUED: usize = 65_536;
 /// After the database failed to write (a full disk), wait this long before trying again.
 const DB_RETRY: Duration = Duration::from_secs(5);
 /// Overflows within this window count towards "degraded".
@@ -354,10 +355,18 @@ impl Daemon {
                 .filter_map(|c| c.running.as_ref())
                 .map(|r| r.deadline())
                 .min();
-            let due = [self.resync_due, helper_due, self.trim_due.map(|(due, _)| due)]
-                .into_iter()
-                .flatten()
-                .min();
+            // Events left in the kernel's buffer when the queue filled are read as soon as it
+            // has room (after_progress reads them), without waiting for anything to happen.
+            let read_more = (self.listener_paused && self.queue_has_room()).then(Instant::now);
+            let due = [
+                self.resync_due,
+                helper_due,
+                self.trim_due.map(|(due, _)| due),
+                read_more,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timeout = due.map(|due| {
                 let left = due.saturating_duration_since(Instant::now());
                 rustix::time::Timespec {
@@ -594,7 +603,7 @@ impl Daemon {
     /// Readiness, settle answers, and clearing the degraded state, after anything moved.
     fn after_progress(&mut self) -> Result<(), DaemonError> {
         self.persist();
-        if self.listener_paused && self.queue.pending() < MAX_QUEUED / 2 {
+        if self.listener_paused && self.queue_has_room() {
             self.pause_listener(false)?;
             self.drain_kernel()?;
             self.dispatch();
@@ -606,7 +615,9 @@ impl Daemon {
             self.release_memory();
         } else if idle
             && self.stats.processed >= self.processed_at_trim + TRIM_AFTER
-            && self.trim_due.is_none_or(|(_, at)| at != self.stats.processed)
+            && self
+                .trim_due
+                .is_none_or(|(_, at)| at != self.stats.processed)
         {
             self.trim_due = Some((Instant::now() + TRIM_QUIET, self.stats.processed));
         }
@@ -628,9 +639,18 @@ impl Daemon {
         Ok(())
     }
 
-    /// Nothing queued, in flight, or waiting for helpers.
+    /// Nothing queued, in flight, waiting for helpers, or left in the kernel's buffer while
+    /// the queue was full.
     fn is_idle(&self) -> bool {
-        self.queue.is_idle() && self.pool.in_flight() == 0 && self.chains.is_empty()
+        !self.listener_paused
+            && self.queue.is_idle()
+            && self.pool.in_flight() == 0
+            && self.chains.is_empty()
+    }
+
+    /// The queue has drained to half its limit: time to read the kernel's buffer again.
+    fn queue_has_room(&self) -> bool {
+        self.queue.pending() < self.config.max_queued.max(1).div_ceil(2)
     }
 
     /// Returns what the last burst left behind: spare capacity, then the allocator's free pages.
@@ -715,7 +735,7 @@ impl Daemon {
     /// Reads every pending kernel uevent into the queue.
     fn drain_kernel(&mut self) -> Result<(), DaemonError> {
         loop {
-            if self.queue.pending() >= MAX_QUEUED {
+            if self.queue.pending() >= self.config.max_queued.max(1) {
                 // The kernel's receive buffer holds the rest of a burst: memory stays bounded.
                 return self.pause_listener(true);
             }
@@ -950,7 +970,7 @@ impl Daemon {
     }
 
     fn client_ready(&mut self, token: u64) {
-        let idle = self.queue.is_idle() && self.pool.in_flight() == 0 && self.chains.is_empty();
+        let idle = self.is_idle();
         let stats = self.stats_lines();
         for action in self.server.read(token, idle, &stats) {
             match action {
