@@ -142,7 +142,7 @@ pub struct DaemonArgs {
     pub recv_buffer: usize,
     /// Events read and queued at most; the rest of a burst waits in the kernel's receive
     /// buffer, which holds each in about 832 bytes against about 530 here.
-    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    #[arg(long, value_name = "N", default_value_t = 4096)]
     pub max_queued: usize,
     /// Rules to apply.
     #[command(flatten)]

@@ -135,7 +135,7 @@ fn config(sys: &FakeSysfs, dev: &tempfile::TempDir, run: &tempfile::TempDir) -> 
         workers: 0,
         coldplug: true,
         recv_buffer: 1 << 20,
-        max_queued: 65_536,
+        max_queued: 4096,
         ready_fd: None,
         handle_signals: false,
     }
