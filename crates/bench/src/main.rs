@@ -184,6 +184,8 @@ fn start_uevd(
     if !extra.contains(&"--modprobe") {
         defaults.extend(["--modprobe", "none"]);
     }
+    // Extra daemon options for experiments (`UEVD_BENCH_DAEMON_ARGS="--max-queued 65536"`).
+    let experiment = std::env::var("UEVD_BENCH_DAEMON_ARGS").unwrap_or_default();
     let t = Instant::now();
     let mut child = Command::new(&b.uevd)
         .args([
@@ -201,6 +203,7 @@ fn start_uevd(
         .arg(run)
         .args(extra)
         .args(&defaults)
+        .args(experiment.split_whitespace())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
