@@ -326,29 +326,31 @@ pub fn run(config: Config, policy: LoadPolicy, reload: Reload) -> Result<(), Dae
     // The event loop runs on a thread of its own, and a fresh one after each burst: glibc
     // keeps a cache of freed chunks per thread, which `malloc_trim` leaves alone and which
     // pins pages all over the heap (+0.8 MiB after a 1M-event burst); a thread's cache goes
-    // back to the heap when the thread ends. Starting a thread costs ~50 µs, once per burst.
-    loop {
-        let (back, back_term, turn) = std::thread::Builder::new()
-            .name("uevd-events".into())
-            .spawn(move || {
-                let turn = daemon.event_loop(&mut term);
-                (daemon, term, turn)
-            })
-            .map_err(setup("starting the event thread"))?
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (daemon, term) = (back, back_term);
+    // back to the heap when the thread ends. Starting a thread costs ~50 µs, once per burst;
+    // if the system cannot start one, the loop runs on this thread instead.
+    let result = loop {
+        let threaded = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("uevd-events".into())
+                .spawn_scoped(scope, || daemon.event_loop(&mut term))
+                .map(|thread| {
+                    thread
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+        });
+        let turn = threaded.unwrap_or_else(|e| {
+            warn!("cannot start the event thread ({e}): running the events here");
+            daemon.event_loop(&mut term)
+        });
         match turn {
             Ok(Turn::ReleaseMemory) => daemon.release_memory(),
-            Ok(Turn::Exit) => break,
-            Err(e) => {
-                daemon.server.close();
-                return Err(e);
-            }
+            Ok(Turn::Exit) => break Ok(()),
+            Err(e) => break Err(e),
         }
-    }
+    };
     daemon.server.close();
-    Ok(())
+    result
 }
 
 /// Why the event loop returned.
