@@ -122,7 +122,7 @@ pub struct DaemonArgs {
     /// Where the device database and the control socket live.
     #[arg(long, value_name = "DIR", default_value = "/run/uevd")]
     pub run: PathBuf,
-    /// Worker threads processing events; 0 processes them on the main thread.
+    /// Worker threads processing events; 0 processes them on the event-loop thread.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub children: usize,
     /// Do not walk sysfs at start (only handle new kernel events).

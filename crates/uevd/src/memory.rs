@@ -23,7 +23,7 @@ pub fn release_free_memory() {
 /// Keeps every thread on the one main heap (glibc; a no-op elsewhere). glibc gives each new
 /// thread its own arena, and the sysfs walk's short-lived threads left four of them behind,
 /// each holding ~100 KiB of resident pages for a few bytes in use. The daemon allocates little
-/// off its main thread, so the shared lock costs nothing measurable; this must run before the
+/// off its event-loop thread, so the shared lock costs nothing measurable; this must run before the
 /// first thread starts.
 pub fn use_one_heap() {
     #[cfg(target_env = "gnu")]

@@ -55,7 +55,7 @@ pub struct Config {
     pub dev: PathBuf,
     /// Where the database and the control socket go.
     pub run: PathBuf,
-    /// Worker threads; 0 processes events on the main thread.
+    /// Worker threads; 0 processes events on the event-loop thread.
     pub workers: usize,
     /// Walk sysfs at start.
     pub coldplug: bool,
@@ -396,9 +396,11 @@ impl Daemon {
                 .min();
             // Events left in the kernel's buffer when the queue filled are read as soon as it
             // has room (after_progress reads them), without waiting for anything to happen.
-            let read_more = (self.listener_paused && self.queue_has_room()).then(Instant::now);
+            let read_more = (self.listener_paused && self.queue_has_room() && !self.stopping)
+                .then(Instant::now);
             let due = [
                 self.resync_due,
+                self.db_retry_at,
                 helper_due,
                 self.trim_due.map(|(due, _)| due),
                 read_more,
@@ -642,7 +644,7 @@ impl Daemon {
     /// Readiness, settle answers, and clearing the degraded state, after anything moved.
     fn after_progress(&mut self) -> Result<(), DaemonError> {
         self.persist();
-        if self.listener_paused && self.queue_has_room() {
+        if self.listener_paused && self.queue_has_room() && !self.stopping {
             self.pause_listener(false)?;
             self.drain_kernel()?;
             self.dispatch();
@@ -787,21 +789,16 @@ impl Daemon {
     }
 
     /// Stops (or resumes) watching the kernel socket while the queue is full, so a busy
-    /// queue neither grows without bound nor makes epoll spin.
+    /// queue neither grows without bound nor makes epoll spin. The socket leaves the epoll set
+    /// altogether: epoll reports a pending error (an overflow) whatever mask it is given, and
+    /// only a `recv`, which a full queue forbids, would clear it.
     fn pause_listener(&mut self, pause: bool) -> Result<(), DaemonError> {
         if self.listener_paused != pause {
-            let flags = if pause {
-                epoll::EventFlags::empty()
+            if pause {
+                epoll::delete(&self.epoll, &self.listener).map_err(DaemonError::Poll)?;
             } else {
-                epoll::EventFlags::IN
-            };
-            epoll::modify(
-                &self.epoll,
-                &self.listener,
-                epoll::EventData::new_u64(LISTENER),
-                flags,
-            )
-            .map_err(DaemonError::Poll)?;
+                self.watch(&self.listener, LISTENER)?;
+            }
             self.listener_paused = pause;
         }
         Ok(())

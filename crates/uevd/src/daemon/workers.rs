@@ -9,7 +9,7 @@
 //! a single-core system wants.
 //!
 //! Hand-offs are batched where it is free: a worker signals the eventfd only when it adds to
-//! an empty completion list (the main thread takes the whole list at once), and the main
+//! an empty completion list (the event thread takes the whole list at once), and the event
 //! thread wakes a worker only if one is idle.
 
 use super::nodes::DevFs;
@@ -23,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 type Work = (Job, Known);
 
 /// Jobs handed to the pool at most, per worker: enough that workers never wait for the
-/// main thread during a burst.
+/// event thread during a burst.
 const DEPTH: usize = 32;
 
 /// Jobs waiting for a worker.
@@ -37,7 +37,7 @@ struct Jobs {
     closed: bool,
 }
 
-/// What the main thread and the workers share.
+/// What the event thread and the workers share.
 #[derive(Default)]
 struct Shared {
     jobs: Mutex<Jobs>,

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use uevd_testkit::{event, in_private_netns, unique, Action, Child, FakeSysfs, Injector, Line};
+use uevd_testkit::{
+    char_event, event, in_private_netns, unique, Action, Child, FakeSysfs, Injector, Line,
+};
 
 /// A daemon under test with its directories.
 pub struct Daemon {
@@ -773,6 +775,85 @@ fn a_burst_larger_than_the_queue_waits_in_the_kernel_buffer_and_settle_waits_for
     .unwrap();
 }
 
+/// CPU time (user + system) the process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start with field 3, the state.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // Linux reports these in USER_HZ, 100 per second on every architecture it runs on.
+    Duration::from_millis(ticks * 10)
+}
+
+#[test]
+fn a_full_queue_with_an_overflow_waiting_in_the_kernel_does_not_spin() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let rules = work.path().join("hold.rules");
+        // The parent's add is done only when its helper is; its children's events wait.
+        std::fs::write(
+            &rules,
+            "SUBSYSTEM==\"widget\", KERNEL==\"hold\", ACTION==\"add\", RUN+=\"/bin/sleep 2\"\n",
+        )
+        .unwrap();
+        let rules = rules.display().to_string();
+        let d = Daemon::start(
+            sys.root(),
+            &[
+                "--no-coldplug",
+                "--rules",
+                &rules,
+                "--max-queued",
+                "4",
+                "--recv-buffer",
+                "4096",
+            ],
+        );
+        let inj = Injector::open().unwrap();
+        let parent = "/devices/virtual/widget/hold";
+        inj.send(&char_event(Action::Add, parent, "widget", (247, 0), "hold"))
+            .unwrap();
+        d.wait_for_stat("in_flight", 1, TIMEOUT);
+        // Four children fill the queue; the rest overflow the tiny receive buffer while the
+        // daemon is not reading it, which leaves an error pending on the socket.
+        let children: Vec<Vec<u8>> = (1..200)
+            .map(|i| {
+                char_event(
+                    Action::Add,
+                    &format!("{parent}/c{i}"),
+                    "widget",
+                    (247, i),
+                    &format!("hold-c{i}"),
+                )
+            })
+            .collect();
+        inj.send_all(&children[..4]).unwrap();
+        d.wait_for_stat("queued", 4, TIMEOUT);
+        inj.send_all(&children[4..]).unwrap();
+        let pid = d.child.id();
+        let before = cpu_time(pid);
+        std::thread::sleep(Duration::from_millis(1000));
+        let used = cpu_time(pid) - before;
+        // Spinning on the socket's pending error would take the whole second.
+        assert!(
+            used < Duration::from_millis(300),
+            "busy for {used:?} while waiting"
+        );
+        // Once the helper is done the queue drains, the overflow is read, and a resync follows.
+        d.wait_for_stat("resyncs", 1, TIMEOUT);
+        let stats = d.stats();
+        assert!(stats["overflows"] >= 1, "{stats:?}");
+        d.stop();
+    })
+    .unwrap();
+}
+
 #[test]
 fn memory_is_handed_back_once_a_burst_has_gone_quiet() {
     in_private_netns(|| {
@@ -793,8 +874,8 @@ fn memory_is_handed_back_once_a_burst_has_gone_quiet() {
             inj.send_all(&adds).unwrap();
             inj.send_all(&removes).unwrap();
             sent += 2 * n as u64;
+            // Idle now: the next wave follows within a few tens of milliseconds.
             d.wait_for_stat("processed", sent, Duration::from_secs(60));
-            d.settle();
         }
         d.wait_for_stat("memory_releases", 2, Duration::from_secs(10));
         let stats = d.stats();
