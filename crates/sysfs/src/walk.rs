@@ -186,7 +186,30 @@ impl Sysfs {
 /// The order [`Sysfs::walk`] visits devices in: a parent before its children, siblings by
 /// name (component by component, so `/a/b` < `/a/b/c` < `/a/b0`).
 pub fn tree_order(a: &str, b: &str) -> Ordering {
-    a.split('/').cmp(b.split('/'))
+    // Comparing the components in turn is comparing the bytes with `/` below every other
+    // byte: where two paths first differ, a `/` (or the end) means that path's component
+    // ended first. Byte by byte, without splitting: sorting a 100 000-device walk spent a
+    // quarter of a second in the splitting.
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let same = common_prefix(a, b);
+    let key = |c: Option<&u8>| c.map(|&c| if c == b'/' { 0 } else { u16::from(c) + 1 });
+    // `None` (the end) sorts first: a path before the paths below it.
+    key(a.get(same)).cmp(&key(b.get(same)))
+}
+
+/// How many leading bytes `a` and `b` share, eight at a time while they can: paths in one
+/// tree share long prefixes.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let word = |s: &[u8], i: usize| s.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok());
+    let mut i = 0;
+    while i + 8 <= n && word(a, i) == word(b, i) {
+        i += 8;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
 }
 
 /// Whether device path `path` lies strictly below `ancestor` (`/a/b` is below `/a`, `/ab`
@@ -631,6 +654,16 @@ mod tests {
         assert!(!is_below("/devices/a", "/devices/a"));
         assert!(!is_below("/devices/ab", "/devices/a"));
         assert!(!is_below("/devices", "/devices/a"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn tree_order_compares_component_by_component(
+            a in "[/ab0.\\x00-]{0,24}",
+            b in "[/ab0.\\x00-]{0,24}",
+        ) {
+            proptest::prop_assert_eq!(tree_order(&a, &b), a.split('/').cmp(b.split('/')));
+        }
     }
 
     #[test]
