@@ -696,6 +696,10 @@ impl Daemon {
 
     /// Returns what the last burst left behind: spare capacity, then the allocator's free pages.
     fn release_memory(&mut self) {
+        // Worker threads keep allocator caches too (see `run`).
+        if let Err(e) = self.pool.restart_workers() {
+            warn!("cannot restart the worker threads ({e}): fewer workers from now on");
+        }
         self.queue.shrink();
         self.known.shrink_to_fit();
         self.pool.processor().db().release_buffer();

@@ -1,7 +1,7 @@
 //! The worker pool: processes events inline or on threads, reports completions through an
 //! eventfd.
 //!
-//! With workers, every event goes to them, so that receiving, parsing and ordering on the main
+//! With workers, every event goes to them, so that receiving, parsing and ordering on the event
 //! thread run beside policy and node creation, and a slow policy step (a `PROGRAM` helper)
 //! holds up only its own device's events. (Session 5 ran a lone event inline to save the
 //! hand-off's two wake-ups; a slow lone event then blocked the loop, unrelated events
@@ -95,10 +95,16 @@ impl<F: DevFs + 'static> Pool<F> {
             wake,
             threads: Vec::new(),
         };
-        for i in 0..workers {
-            let shared = Arc::clone(&pool.shared);
-            let processor = Arc::clone(&pool.processor);
-            let wake = Arc::clone(&pool.wake);
+        pool.start_workers()?;
+        Ok(pool)
+    }
+
+    /// Starts the worker threads; on failure the ones started keep running.
+    fn start_workers(&mut self) -> std::io::Result<()> {
+        for i in 0..self.workers {
+            let shared = Arc::clone(&self.shared);
+            let processor = Arc::clone(&self.processor);
+            let wake = Arc::clone(&self.wake);
             lock(&shared.jobs).alive += 1;
             let spawned = std::thread::Builder::new()
                 .name(format!("uevd-worker-{i}"))
@@ -117,14 +123,26 @@ impl<F: DevFs + 'static> Pool<F> {
                     }
                 });
             match spawned {
-                Ok(thread) => pool.threads.push(thread),
+                Ok(thread) => self.threads.push(thread),
                 Err(e) => {
-                    lock(&pool.shared.jobs).alive -= 1;
+                    lock(&self.shared.jobs).alive -= 1;
                     return Err(e);
                 }
             }
         }
-        Ok(pool)
+        Ok(())
+    }
+
+    /// Ends the worker threads and starts fresh ones, so that what each thread's allocator
+    /// cache holds goes back to the heap (see `daemon::run`). Only while nothing is in flight;
+    /// if no new thread can be started, the pool works with those it has, or inline.
+    pub fn restart_workers(&mut self) -> std::io::Result<()> {
+        if self.workers == 0 || self.in_flight > 0 {
+            return Ok(());
+        }
+        self.stop_workers();
+        lock(&self.shared.jobs).closed = false;
+        self.start_workers()
     }
 
     /// Whether another job can start now.
@@ -219,13 +237,20 @@ impl<F> AsFd for Pool<F> {
     }
 }
 
-impl<F> Drop for Pool<F> {
-    fn drop(&mut self) {
+impl<F> Pool<F> {
+    /// Closes the job queue and waits for every worker to leave.
+    fn stop_workers(&mut self) {
         lock(&self.shared.jobs).closed = true;
         self.shared.job_ready.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+impl<F> Drop for Pool<F> {
+    fn drop(&mut self) {
+        self.stop_workers();
     }
 }
 
@@ -299,6 +324,27 @@ mod tests {
         // collection: the event loop cannot spin on it.
         let _ = pool.completed(true);
         assert!(!readable_within(pool.as_fd(), 0));
+    }
+
+    #[test]
+    fn restarted_workers_are_new_threads_and_take_jobs() {
+        let (_dir, mut pool) = pool(2);
+        let ids = |pool: &Pool<DirFs>| -> Vec<std::thread::ThreadId> {
+            pool.threads.iter().map(|t| t.thread().id()).collect()
+        };
+        let before = ids(&pool);
+        pool.restart_workers().unwrap();
+        let after = ids(&pool);
+        assert_eq!(after.len(), 2);
+        assert!(
+            after.iter().all(|id| !before.contains(id)),
+            "{before:?} {after:?}"
+        );
+        assert!(!pool.submit(job(1), Known::default()), "handed off");
+        assert!(readable_within(pool.as_fd(), 10));
+        let done = pool.completed(true);
+        assert_eq!(done.iter().map(|p| p.id).collect::<Vec<_>>(), [1]);
+        assert_eq!(lock(&pool.shared.jobs).alive, 2);
     }
 
     #[test]
