@@ -326,8 +326,8 @@ pub fn run(config: Config, policy: LoadPolicy, reload: Reload) -> Result<(), Dae
     // The event loop runs on a thread of its own, and a fresh one after each burst: glibc
     // keeps a cache of freed chunks per thread, which `malloc_trim` leaves alone and which
     // pins pages all over the heap (+0.8 MiB after a 1M-event burst); a thread's cache goes
-    // back to the heap when the thread ends. Starting and joining a thread costs ~80 µs here, once per burst;
-    // if the system cannot start one, the loop runs on this thread instead.
+    // back to the heap when the thread ends. Starting and joining a thread costs ~80 µs here,
+    // once per burst; if the system cannot start one, the loop runs on this thread instead.
     let result = loop {
         let threaded = std::thread::scope(|scope| {
             std::thread::Builder::new()
