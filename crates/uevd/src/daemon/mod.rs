@@ -147,8 +147,9 @@ const HELPERS: u64 = 1 << 40;
 
 /// Going idle after this many events since the last time returns free memory to the kernel.
 const TRIM_AFTER: u64 = 4096;
-/// ... once the daemon has stayed idle this long: a burst often comes in waves, and memory
-/// handed back between two waves (with the first wave's devices still live) is taken again.
+/// How long the daemon stays idle after such a burst before handing memory back: a burst often
+/// comes in waves, and memory handed back between two waves (with the first wave's devices
+/// still live) is taken again.
 const TRIM_QUIET: Duration = Duration::from_secs(1);
 /// After the database failed to write (a full disk), wait this long before trying again.
 const DB_RETRY: Duration = Duration::from_secs(5);
@@ -653,9 +654,11 @@ impl Daemon {
             self.dispatch();
         }
         let idle = self.is_idle();
-        // After coldplug (the biggest burst of a boot), give the memory back at once; after
-        // any other burst (many events since the last time), once it has been quiet a while.
+        // Ready once the coldplug is done, and then give its memory back at once (the
+        // biggest burst of a boot); after any other burst (many events since the last time),
+        // once it has been quiet a while.
         if idle && !self.ready && !self.stopping {
+            self.become_ready()?;
             self.release_wanted = true;
         } else if idle
             && self.stats.processed >= self.processed_at_trim + TRIM_AFTER
@@ -664,9 +667,6 @@ impl Daemon {
                 .is_none_or(|(_, at)| at != self.stats.processed)
         {
             self.trim_due = Some((Instant::now() + TRIM_QUIET, self.stats.processed));
-        }
-        if !self.ready && idle && !self.stopping {
-            self.become_ready()?;
         }
         if idle {
             self.server.settled();
@@ -780,13 +780,14 @@ impl Daemon {
         Ok(())
     }
 
-    /// Reads every pending kernel uevent into the queue.
+    /// Reads pending kernel uevents into the queue (and, without workers, processes each at
+    /// once), up to a queue's worth: the loop then persists, answers clients and checks its
+    /// deadlines, and comes back at once (the socket is still readable).
     fn drain_kernel(&mut self) -> Result<(), DaemonError> {
-        // At most a queue's worth per call: the loop then persists, answers clients and
-        // checks its deadlines, and comes back at once (the socket is still readable).
+        let limit = self.config.max_queued.max(1);
         self.kernel_backlog = true;
-        for _ in 0..self.config.max_queued.max(1) {
-            if self.queue.pending() >= self.config.max_queued.max(1) {
+        for _ in 0..limit {
+            if self.queue.pending() >= limit {
                 // The kernel's receive buffer holds the rest of a burst: memory stays bounded.
                 return self.pause_listener(true);
             }
