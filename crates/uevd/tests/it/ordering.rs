@@ -107,11 +107,7 @@ fn a_child_never_overtakes_its_parent_but_unrelated_devices_run_in_parallel() {
         );
         assert!(parent_start <= child_start);
 
-        uevd::control::Client::connect(run.path())
-            .unwrap()
-            .call(&uevd::control::Request::Exit, Duration::from_secs(10))
-            .unwrap();
-        daemon.join().unwrap().unwrap();
+        exit(run.path(), daemon);
     })
     .unwrap();
 }
@@ -124,6 +120,15 @@ fn wait_ready(run: &std::path::Path) {
         assert!(Instant::now() < deadline, "daemon never became ready");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Asks the in-process daemon to exit and checks that it ran without an error.
+fn exit(run: &std::path::Path, daemon: std::thread::JoinHandle<Result<(), daemon::DaemonError>>) {
+    uevd::control::Client::connect(run)
+        .unwrap()
+        .call(&uevd::control::Request::Exit, Duration::from_secs(10))
+        .unwrap();
+    daemon.join().unwrap().unwrap();
 }
 
 /// A daemon on a fake sysfs that coldplugs it, inline (no workers).
@@ -176,11 +181,7 @@ fn coldplug_events_wait_for_the_policy_loaded_beside_the_walk() {
             decided.iter().any(|d| d == "/devices/virtual/misc/early"),
             "the coldplug event went through the loaded policy, not a stand-in: {decided:?}"
         );
-        uevd::control::Client::connect(run.path())
-            .unwrap()
-            .call(&uevd::control::Request::Exit, Duration::from_secs(10))
-            .unwrap();
-        daemon.join().unwrap().unwrap();
+        exit(run.path(), daemon);
     })
     .unwrap();
 }
