@@ -513,16 +513,16 @@ fn replay_entry(
     Some(eol + 1 + len)
 }
 
-/// Entries not yet written, and where the journal stands.
+/// The journal file and where it stands; only the event thread writes it.
 struct Journal {
     file: rustix::fd::OwnedFd,
     /// Bytes of good entries in the file.
     len: u64,
-    /// Entries waiting for the next flush.
-    pending: Vec<u8>,
     /// A flush failed and its entries were dropped: only a snapshot of the daemon's memory
     /// makes the database whole again.
     lost: bool,
+    /// The buffer the last flush wrote, kept for the next swap.
+    spare: Vec<u8>,
 }
 
 /// Pending entries kept at most while writing fails (a full disk); beyond this they are
@@ -539,6 +539,9 @@ pub struct Db {
     /// The directory, open: files are handled relative to it.
     dirfd: rustix::fd::OwnedFd,
     journal: std::sync::Mutex<Journal>,
+    /// Entries waiting for the next flush. A lock of its own, held only to append or to swap
+    /// the buffer: workers append while the event thread writes the previous batch.
+    pending: std::sync::Mutex<Vec<u8>>,
 }
 
 impl Db {
@@ -577,16 +580,23 @@ impl Db {
             journal: std::sync::Mutex::new(Journal {
                 file,
                 len,
-                pending: Vec::new(),
                 lost: false,
+                spare: Vec::new(),
             }),
+            pending: std::sync::Mutex::new(Vec::new()),
         })
     }
 
     fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
-        // A worker that panicked mid-append leaves at worst a partial entry in `pending`,
-        // which the next load drops as torn.
         self.journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        // A worker that panicked mid-append leaves at worst a partial entry, which the next
+        // load drops as torn.
+        self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -615,36 +625,44 @@ impl Db {
 
     /// Records `record` as device `id`'s (written at the next [`Db::flush`]).
     pub fn write(&self, id: &str, record: &DeviceRecord) {
-        append_entry(&mut self.journal().pending, id, Some(record));
+        append_entry(&mut self.pending(), id, Some(record));
     }
 
     /// Records that device `id` is gone (written at the next [`Db::flush`]).
     pub fn remove(&self, id: &str) {
-        append_entry(&mut self.journal().pending, id, None);
+        append_entry(&mut self.pending(), id, None);
     }
 
     /// Writes the pending entries with one system call. On failure (a full disk) the file is
     /// cut back to its last good entry and the entries are kept for the next try — up to
     /// [`MAX_PENDING`] bytes, beyond which they are dropped and [`Db::needs_snapshot`] says so.
     pub fn flush(&self) -> Result<(), DbError> {
-        let mut j = self.journal();
-        if j.pending.is_empty() {
-            return Ok(());
-        }
-        let journal = &mut *j;
-        match write_all(&journal.file, &journal.pending) {
+        let mut journal = self.journal();
+        let mut bytes = {
+            let mut pending = self.pending();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            std::mem::replace(&mut *pending, std::mem::take(&mut journal.spare))
+        };
+        // Written without holding `pending`: workers go on appending meanwhile.
+        match write_all(&journal.file, &bytes) {
             Ok(()) => {
-                journal.len += journal.pending.len() as u64;
-                journal.pending.clear();
-                if journal.pending.capacity() > 1 << 20 {
-                    journal.pending = Vec::new();
+                journal.len += bytes.len() as u64;
+                bytes.clear();
+                if bytes.capacity() <= 1 << 20 {
+                    journal.spare = bytes;
                 }
                 Ok(())
             }
             Err(e) => {
                 let _ = rustix::fs::ftruncate(&journal.file, journal.len);
-                if journal.pending.len() > MAX_PENDING {
-                    journal.pending = Vec::new();
+                // The entries appended meanwhile belong after the ones that failed.
+                let mut pending = self.pending();
+                bytes.extend_from_slice(&pending);
+                *pending = bytes;
+                if pending.len() > MAX_PENDING {
+                    *pending = Vec::new();
                     journal.lost = true;
                 }
                 Err(DbError::Io {
@@ -658,9 +676,10 @@ impl Db {
 
     /// Gives back the write buffer's memory once everything is written, after a burst grew it.
     pub fn release_buffer(&self) {
-        let mut j = self.journal();
-        if j.pending.is_empty() {
-            j.pending = Vec::new();
+        self.journal().spare = Vec::new();
+        let mut pending = self.pending();
+        if pending.is_empty() {
+            *pending = Vec::new();
         }
     }
 

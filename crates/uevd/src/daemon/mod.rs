@@ -400,7 +400,7 @@ impl Daemon {
                 .min();
             // Events left in the kernel's buffer when the queue filled are read as soon as it
             // has room (after_progress reads them), without waiting for anything to happen.
-            let read_more = (self.listener_paused && self.queue_has_room() && !self.stopping)
+            let read_more = (self.listener_paused && self.wants_kernel_events() && !self.stopping)
                 .then(Instant::now);
             let due = [
                 self.resync_due,
@@ -474,23 +474,30 @@ impl Daemon {
         {
             return;
         }
-        while !self.stopping && self.pool.has_capacity() {
-            let Some(job) = self.queue.next_runnable() else {
-                break;
-            };
-            let lookup = job.event.devpath_old().unwrap_or(job.event.devpath());
-            let known = Known {
-                previous: self.known.get(lookup).cloned(),
-                ancestors: if self.ancestors_wanted {
-                    ancestors(&self.known, job.event.devpath())
-                } else {
-                    Vec::new()
-                },
-            };
-            if self.pool.submit(job, known) {
-                // Done now: finish it before the next dispatch looks at the device state.
-                self.collect(false);
+        loop {
+            while !self.stopping && self.pool.has_capacity() {
+                let Some(job) = self.queue.next_runnable() else {
+                    break;
+                };
+                let lookup = job.event.devpath_old().unwrap_or(job.event.devpath());
+                let known = Known {
+                    previous: self.known.get(lookup).cloned(),
+                    ancestors: if self.ancestors_wanted {
+                        ancestors(&self.known, job.event.devpath())
+                    } else {
+                        Vec::new()
+                    },
+                };
+                if self.pool.submit(job, known) {
+                    // Done now: finish it before the next dispatch looks at the device state.
+                    self.collect(false);
+                }
             }
+            if !self.pool.hand_off() {
+                break;
+            }
+            // No worker was left to take them: they were processed here.
+            self.collect(false);
         }
     }
 
@@ -648,10 +655,14 @@ impl Daemon {
     /// Readiness, settle answers, and clearing the degraded state, after anything moved.
     fn after_progress(&mut self) -> Result<(), DaemonError> {
         self.persist();
-        if self.listener_paused && self.queue_has_room() && !self.stopping {
+        if self.listener_paused && self.wants_kernel_events() && !self.stopping {
             self.pause_listener(false)?;
             self.drain_kernel()?;
             self.dispatch();
+        } else if self.pool_saturated() {
+            // Each event arriving now would wake this thread for nothing: it could not be
+            // handed to a worker before the next batch of completions anyway.
+            self.pause_listener(true)?;
         }
         let idle = self.is_idle();
         // Ready once the coldplug is done, and then give its memory back at once (the
@@ -692,9 +703,16 @@ impl Daemon {
             && self.chains.is_empty()
     }
 
-    /// The queue has drained to half its limit: time to read the kernel's buffer again.
-    fn queue_has_room(&self) -> bool {
-        self.queue.pending() < self.config.max_queued.max(1).div_ceil(2)
+    /// Whether to read the kernel's buffer (again): the queue has drained to half its limit,
+    /// and the workers are not all busy with a refill already waiting.
+    fn wants_kernel_events(&self) -> bool {
+        self.queue.pending() < self.config.max_queued.max(1).div_ceil(2) && !self.pool_saturated()
+    }
+
+    /// Every worker has its fill of jobs and the queue holds at least as many again. (Never
+    /// inline: there the pool always has room.)
+    fn pool_saturated(&self) -> bool {
+        !self.pool.has_capacity() && self.queue.pending() >= self.pool.capacity()
     }
 
     /// Returns what the last burst left behind: spare capacity, then the allocator's free pages.
