@@ -1,6 +1,6 @@
 //! udev builtins: `kmod` now; each further builtin (`path_id`, `input_id`, `usb_id`, `blkid`,
 //! `net_id`, `hwdb`) will be a small module behind the same [`Builtin`] dispatch in
-//! [`crate::host::SystemHost::run_builtin`].
+//! `SystemHost`'s `Host::run_builtin` (`crate::host`).
 //!
 //! Module loading is the one builtin that must not hold up events: a coldplug asks for
 //! hundreds of aliases at once. [`ModuleLoader`] queues the names and a background thread

@@ -635,7 +635,7 @@ impl Db {
 
     /// Writes the pending entries with one system call. On failure (a full disk) the file is
     /// cut back to its last good entry and the entries are kept for the next try — up to
-    /// [`MAX_PENDING`] bytes, beyond which they are dropped and [`Db::needs_snapshot`] says so.
+    /// `MAX_PENDING` bytes, beyond which they are dropped and [`Db::needs_snapshot`] says so.
     pub fn flush(&self) -> Result<(), DbError> {
         let mut journal = self.journal();
         let mut bytes = {
