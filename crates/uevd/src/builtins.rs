@@ -104,6 +104,9 @@ impl ModuleLoader {
 
 fn loader_thread(program: PathBuf, rx: Receiver<Vec<String>>) {
     let mut seen = HashSet::new();
+    // A system without modprobe (a container, a minimal image) would otherwise log an error
+    // for every batch of every coldplug and hotplug.
+    let mut unrunnable_reported = false;
     while let Ok(first) = rx.recv() {
         let mut batch: Vec<String> = Vec::new();
         let mut add = |names: Vec<String>, batch: &mut Vec<String>| {
@@ -132,7 +135,20 @@ fn loader_thread(program: PathBuf, rx: Receiver<Vec<String>>) {
                 program.display(),
                 batch.join(" ")
             ),
-            Err(e) => crate::error!("kmod: cannot run {}: {e}", program.display()),
+            Err(e) if !unrunnable_reported => {
+                unrunnable_reported = true;
+                crate::error!(
+                    "kmod: cannot run {}: {e}; not loaded: {} (later failures to run it are \
+                     logged at debug level)",
+                    program.display(),
+                    batch.join(" ")
+                );
+            }
+            Err(e) => crate::debug!(
+                "kmod: cannot run {}: {e}; not loaded: {}",
+                program.display(),
+                batch.join(" ")
+            ),
         }
     }
 }

@@ -510,6 +510,47 @@ fn helpers_run_beside_other_events_settle_waits_for_them_and_late_ones_are_kille
 }
 
 #[test]
+fn a_missing_modprobe_is_reported_once_naming_it() {
+    in_private_netns(|| {
+        let sys = tree();
+        let work = tempfile::tempdir().unwrap();
+        let rules = work.path().join("kmod.rules");
+        std::fs::write(
+            &rules,
+            "KERNEL==\"vd*|ttyUSB*\", RUN{builtin}+=\"kmod load mod_%k\"\n",
+        )
+        .unwrap();
+        let missing = work.path().join("no-such-modprobe");
+        let (rules_arg, missing_arg) = (rules.display().to_string(), missing.display().to_string());
+        let d = Daemon::start(
+            sys.root(),
+            &["--rules", &rules_arg, "--modprobe", &missing_arg],
+        );
+        d.settle();
+        // More batches after the coldplug's: one event at a time, each settled.
+        let inj = Injector::open().unwrap();
+        for i in 0..3 {
+            inj.send_all(&[event(Action::Change, TTY, "tty")
+                .var("MAJOR", "188")
+                .var("MINOR", "0")
+                .var("DEVNAME", &format!("ttyUSB{}", i + 1))
+                .to_bytes()])
+                .unwrap();
+            d.settle();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let (_, _, transcript) = d.stop();
+        let reports: Vec<&str> = transcript
+            .lines()
+            .filter(|l| l.contains("cannot run") && l.contains("no-such-modprobe"))
+            .collect();
+        assert_eq!(reports.len(), 1, "{transcript}");
+        assert!(reports[0].contains("not loaded: "), "{}", reports[0]);
+    })
+    .unwrap();
+}
+
+#[test]
 fn kmod_loads_through_modprobe_and_missing_builtins_are_named() {
     in_private_netns(|| {
         let sys = tree();
