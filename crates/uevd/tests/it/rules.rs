@@ -533,7 +533,7 @@ fn a_missing_modprobe_is_reported_once_naming_it() {
             inj.send_all(&[event(Action::Change, TTY, "tty")
                 .var("MAJOR", "188")
                 .var("MINOR", "0")
-                .var("DEVNAME", &format!("ttyUSB{}", i + 1))
+                .var("DEVNAME", format!("ttyUSB{}", i + 1))
                 .to_bytes()])
                 .unwrap();
             d.settle();
