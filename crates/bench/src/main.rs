@@ -219,6 +219,15 @@ fn start_uevd(
 
 /// Runs `f` against a uevd with an empty sysfs and no coldplug; `f` gets its `--dev`.
 fn with_empty_uevd<T>(b: &Bench, children: &str, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    with_empty_uevd_pid(b, children, |dev, _| f(dev))
+}
+
+/// [`with_empty_uevd`], also telling `f` the daemon's process id.
+fn with_empty_uevd_pid<T>(
+    b: &Bench,
+    children: &str,
+    f: impl FnOnce(&Path, u32) -> Result<T>,
+) -> Result<T> {
     let (dev, run, sys) = (tmp()?, tmp()?, FakeSysfs::new()?);
     let (child, _) = start_uevd(
         b,
@@ -227,9 +236,33 @@ fn with_empty_uevd<T>(b: &Bench, children: &str, f: impl FnOnce(&Path) -> Result
         run.path(),
         &["--no-coldplug", "--children", children],
     )?;
-    let result = f(dev.path());
+    let result = f(dev.path(), child.id());
     stop(child);
     result
+}
+
+/// CPU time used so far (user, system) by the process or thread whose `/proc` stat file is
+/// `stat`, in µs. The kernel counts it in clock ticks of 10 ms (USER_HZ is 100 on Linux), so
+/// only long runs give useful figures.
+fn cpu_usec(stat: &str) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let mut fields = text.rsplit_once(')')?.1.split_whitespace();
+    let user: u64 = fields.nth(11)?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user * 10_000, system * 10_000))
+}
+
+/// "user X µs + system Y µs" per event, from two [`cpu_usec`] readings.
+fn cpu_per_event(before: Option<(u64, u64)>, after: Option<(u64, u64)>, n: usize) -> String {
+    match (before, after) {
+        (Some((u0, s0)), Some((u1, s1))) => format!(
+            "CPU per event: user {:.1} µs + system {:.1} µs",
+            u1.saturating_sub(u0) as f64 / n as f64,
+            s1.saturating_sub(s0) as f64 / n as f64
+        ),
+        _ => "CPU per event: ?".into(),
+    }
 }
 
 fn stop(mut child: Child) {
@@ -543,8 +576,14 @@ fn group_socket(groups: u32) -> Result<rustix::fd::OwnedFd> {
 
 /// Receives `n` uevents on `sock` and makes the node each names in `dir` (DEVNAME, MAJOR,
 /// MINOR; a char device, mode 0600), with no checks, rules or records: the floor under any
-/// device manager's per-event cost. Returns the number of nodes made.
-fn make_nodes(sock: &rustix::fd::OwnedFd, dir: &Path, n: usize) -> std::io::Result<usize> {
+/// device manager's per-event cost. Returns the number of nodes made and the CPU time this
+/// thread used per event.
+fn make_nodes(
+    sock: &rustix::fd::OwnedFd,
+    dir: &Path,
+    n: usize,
+) -> std::io::Result<(usize, String)> {
+    let cpu_before = cpu_usec("/proc/thread-self/stat");
     let dirfd = rustix::fs::open(
         dir,
         rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
@@ -576,7 +615,8 @@ fn make_nodes(sock: &rustix::fd::OwnedFd, dir: &Path, n: usize) -> std::io::Resu
             made += 1;
         }
     }
-    Ok(made)
+    let cpu = cpu_per_event(cpu_before, cpu_usec("/proc/thread-self/stat"), n);
+    Ok((made, cpu))
 }
 
 /// A thread running [`make_nodes`] for `n` events into a fresh directory, already listening
@@ -585,7 +625,7 @@ fn spawn_node_maker(
     n: usize,
 ) -> Result<(
     tempfile::TempDir,
-    std::thread::JoinHandle<std::io::Result<usize>>,
+    std::thread::JoinHandle<std::io::Result<(usize, String)>>,
 )> {
     let dev = tmp()?;
     let sock = group_socket(1)?;
@@ -627,16 +667,21 @@ fn throughput(b: &mut Bench, n: usize) -> Result<()> {
     let (_dev, maker) = spawn_node_maker(n)?;
     let t = Instant::now();
     inj.send_all(&events)?;
-    let made = maker.join().map_err(|_| "node maker panicked")??;
+    let (made, cpu) = maker.join().map_err(|_| "node maker panicked")??;
     let secs = t.elapsed().as_secs_f64();
     b.row(
         &what,
         "floor: listener + mknod only",
-        format!("{:.0} events/s ({made} nodes)", n as f64 / secs),
+        format!("{:.0} events/s ({made} nodes; {cpu})", n as f64 / secs),
     );
 
     for children in &children_counts() {
-        let result = with_empty_uevd(b, children, |dev| node_throughput(&inj, dev, n, 0))?;
+        let result = with_empty_uevd_pid(b, children, |dev, pid| {
+            let stat = format!("/proc/{pid}/stat");
+            let before = cpu_usec(&stat);
+            let result = node_throughput(&inj, dev, n, 0)?;
+            Ok(format!("{result}; {}", cpu_per_event(before, cpu_usec(&stat), n)))
+        })?;
         b.row(&what, &format!("uevd --children {children}"), result);
     }
     b.with_static(|b| {
