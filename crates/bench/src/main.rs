@@ -574,15 +574,14 @@ fn group_socket(groups: u32) -> Result<rustix::fd::OwnedFd> {
     Ok(fd)
 }
 
+/// How many nodes [`make_nodes`] made, and its CPU time per event.
+type NodesMade = (usize, String);
+
 /// Receives `n` uevents on `sock` and makes the node each names in `dir` (DEVNAME, MAJOR,
 /// MINOR; a char device, mode 0600), with no checks, rules or records: the floor under any
 /// device manager's per-event cost. Returns the number of nodes made and the CPU time this
 /// thread used per event.
-fn make_nodes(
-    sock: &rustix::fd::OwnedFd,
-    dir: &Path,
-    n: usize,
-) -> std::io::Result<(usize, String)> {
+fn make_nodes(sock: &rustix::fd::OwnedFd, dir: &Path, n: usize) -> std::io::Result<NodesMade> {
     let cpu_before = cpu_usec("/proc/thread-self/stat");
     let dirfd = rustix::fs::open(
         dir,
@@ -625,7 +624,7 @@ fn spawn_node_maker(
     n: usize,
 ) -> Result<(
     tempfile::TempDir,
-    std::thread::JoinHandle<std::io::Result<(usize, String)>>,
+    std::thread::JoinHandle<std::io::Result<NodesMade>>,
 )> {
     let dev = tmp()?;
     let sock = group_socket(1)?;
@@ -680,7 +679,10 @@ fn throughput(b: &mut Bench, n: usize) -> Result<()> {
             let stat = format!("/proc/{pid}/stat");
             let before = cpu_usec(&stat);
             let result = node_throughput(&inj, dev, n, 0)?;
-            Ok(format!("{result}; {}", cpu_per_event(before, cpu_usec(&stat), n)))
+            Ok(format!(
+                "{result}; {}",
+                cpu_per_event(before, cpu_usec(&stat), n)
+            ))
         })?;
         b.row(&what, &format!("uevd --children {children}"), result);
     }
