@@ -161,6 +161,12 @@ const DEGRADED_AFTER: usize = 3;
 const DEGRADED_RESYNC_INTERVAL: Duration = Duration::from_secs(5);
 /// Without overflows for this long, the daemon is no longer degraded.
 const RECOVERY: Duration = Duration::from_secs(60);
+/// Workers wake the event thread once per batch of completions; while jobs are out, it also
+/// looks for finished ones this often, so that a fast event does not wait for a slow
+/// unrelated one queued on the same worker.
+const COLLECT_EVERY: Duration = Duration::from_millis(2);
+/// Bytes of the kernel's receive buffer one queued uevent takes (measured: ~832).
+const KERNEL_BYTES_PER_EVENT: usize = 1024;
 
 /// The running daemon.
 struct Daemon {
@@ -402,12 +408,14 @@ impl Daemon {
             // has room (after_progress reads them), without waiting for anything to happen.
             let read_more = (self.listener_paused && self.wants_kernel_events() && !self.stopping)
                 .then(Instant::now);
+            let collect = (self.pool.handed_off() > 0).then(|| Instant::now() + COLLECT_EVERY);
             let due = [
                 self.resync_due,
                 self.db_retry_at,
                 helper_due,
                 self.trim_due.map(|(due, _)| due),
                 read_more,
+                collect,
             ]
             .into_iter()
             .flatten()
@@ -451,6 +459,9 @@ impl Daemon {
                         self.client_ready(token);
                     }
                 }
+            }
+            if self.pool.handed_off() > 0 {
+                self.collect(false);
             }
             self.helper_deadlines();
             if self.resync_due.is_some_and(|due| due <= Instant::now()) {
@@ -710,9 +721,13 @@ impl Daemon {
     }
 
     /// Every worker has its fill of jobs and the queue holds at least as many again. (Never
-    /// inline: there the pool always has room.)
+    /// inline: there the pool always has room.) Only with a kernel buffer that holds a
+    /// queue's worth: with a small one (`SO_RCVBUFFORCE` refused), reading on is what keeps a
+    /// burst from overflowing it.
     fn pool_saturated(&self) -> bool {
-        !self.pool.has_capacity() && self.queue.pending() >= self.pool.capacity()
+        !self.pool.has_capacity()
+            && self.queue.pending() >= self.pool.capacity()
+            && self.listener.recv_buffer() >= self.config.max_queued.max(1) * KERNEL_BYTES_PER_EVENT
     }
 
     /// Returns what the last burst left behind: spare capacity, then the allocator's free pages.

@@ -510,6 +510,63 @@ fn helpers_run_beside_other_events_settle_waits_for_them_and_late_ones_are_kille
 }
 
 #[test]
+fn with_a_worker_a_fast_event_is_done_while_a_slow_unrelated_one_runs() {
+    in_private_netns(|| {
+        let sys = tree();
+        let rules = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            rules.path(),
+            "ACTION==\"change\", KERNEL==\"vda\", PROGRAM=\"/bin/sleep 4\"\n",
+        )
+        .unwrap();
+        let rules_arg = rules.path().display().to_string();
+        let d = Daemon::start(sys.root(), &["--rules", &rules_arg, "--children", "1"]);
+        d.settle();
+        // The fast event first, the slow one behind it on the same worker: the worker does
+        // not signal its first completion while the second is queued, but the event thread
+        // still collects it (and writes its record) without waiting for the slow one.
+        // Both wait in the socket while the daemon is stopped, so that they are read and
+        // handed to the worker together.
+        let signal = |sig: &str| {
+            let status = std::process::Command::new("kill")
+                .args([sig, &d.child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        };
+        signal("-STOP");
+        let inj = Injector::open().unwrap();
+        inj.send_all(&[
+            event(Action::Change, TTY, "tty")
+                .var("MAJOR", "188")
+                .var("MINOR", "0")
+                .var("DEVNAME", "ttyUSB0")
+                .var("MARK", "fast")
+                .to_bytes(),
+            event(Action::Change, DISK_A, "block")
+                .var("MAJOR", "254")
+                .var("MINOR", "0")
+                .var("DEVNAME", "vda")
+                .var("DEVTYPE", "disk")
+                .to_bytes(),
+        ])
+        .unwrap();
+        signal("-CONT");
+        let sent = std::time::Instant::now();
+        while !db_record(d.run.path(), "c188:0").contains("E:MARK=fast\n") {
+            assert!(
+                sent.elapsed() < std::time::Duration::from_secs(3),
+                "the fast event's record waited for the slow event"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        d.settle();
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
 fn a_missing_modprobe_is_reported_once_naming_it() {
     in_private_netns(|| {
         let sys = tree();
