@@ -15,7 +15,7 @@ use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use uevd_testkit::{char_event, event, Action, FakeSysfs, Injector};
+use uevd_testkit::{char_event, event, Action, CpuTime, FakeSysfs, Injector};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -241,26 +241,21 @@ fn with_empty_uevd_pid<T>(
     result
 }
 
-/// CPU time used so far (user, system) by the process or thread whose `/proc` stat file is
-/// `stat`, in µs. The kernel counts it in clock ticks of 10 ms (USER_HZ is 100 on Linux), so
-/// only long runs give useful figures.
-fn cpu_usec(stat: &str) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(stat).ok()?;
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let mut fields = text.rsplit_once(')')?.1.split_whitespace();
-    let user: u64 = fields.nth(11)?.parse().ok()?;
-    let system: u64 = fields.next()?.parse().ok()?;
-    Some((user * 10_000, system * 10_000))
-}
-
-/// "user X µs + system Y µs" per event, from two [`cpu_usec`] readings.
-fn cpu_per_event(before: Option<(u64, u64)>, after: Option<(u64, u64)>, n: usize) -> String {
+/// "user X µs + system Y µs" per event, from two readings of a `/proc` stat file.
+fn cpu_per_event(
+    before: std::io::Result<CpuTime>,
+    after: std::io::Result<CpuTime>,
+    n: usize,
+) -> String {
     match (before, after) {
-        (Some((u0, s0)), Some((u1, s1))) => format!(
-            "CPU per event: user {:.1} µs + system {:.1} µs",
-            u1.saturating_sub(u0) as f64 / n as f64,
-            s1.saturating_sub(s0) as f64 / n as f64
-        ),
+        (Ok(before), Ok(after)) => {
+            let used = after.since(before);
+            format!(
+                "CPU per event: user {:.1} µs + system {:.1} µs",
+                used.user.as_secs_f64() * 1e6 / n as f64,
+                used.system.as_secs_f64() * 1e6 / n as f64
+            )
+        }
         _ => "CPU per event: ?".into(),
     }
 }
@@ -582,7 +577,7 @@ type NodesMade = (usize, String);
 /// device manager's per-event cost. Returns the number of nodes made and the CPU time this
 /// thread used per event.
 fn make_nodes(sock: &rustix::fd::OwnedFd, dir: &Path, n: usize) -> std::io::Result<NodesMade> {
-    let cpu_before = cpu_usec("/proc/thread-self/stat");
+    let cpu_before = CpuTime::of("/proc/thread-self/stat");
     let dirfd = rustix::fs::open(
         dir,
         rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
@@ -614,7 +609,7 @@ fn make_nodes(sock: &rustix::fd::OwnedFd, dir: &Path, n: usize) -> std::io::Resu
             made += 1;
         }
     }
-    let cpu = cpu_per_event(cpu_before, cpu_usec("/proc/thread-self/stat"), n);
+    let cpu = cpu_per_event(cpu_before, CpuTime::of("/proc/thread-self/stat"), n);
     Ok((made, cpu))
 }
 
@@ -676,12 +671,11 @@ fn throughput(b: &mut Bench, n: usize) -> Result<()> {
 
     for children in &children_counts() {
         let result = with_empty_uevd_pid(b, children, |dev, pid| {
-            let stat = format!("/proc/{pid}/stat");
-            let before = cpu_usec(&stat);
+            let before = CpuTime::of_process(pid);
             let result = node_throughput(&inj, dev, n, 0)?;
             Ok(format!(
                 "{result}; {}",
-                cpu_per_event(before, cpu_usec(&stat), n)
+                cpu_per_event(before, CpuTime::of_process(pid), n)
             ))
         })?;
         b.row(&what, &format!("uevd --children {children}"), result);

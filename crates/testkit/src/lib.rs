@@ -9,10 +9,12 @@
 //! Needs `CAP_SYS_ADMIN` (root), as CI has.
 
 mod child;
+mod cpu;
 mod fake_sysfs;
 mod netns;
 
 pub use child::{uevd_command, Child, Line};
+pub use cpu::CpuTime;
 pub use fake_sysfs::FakeSysfs;
 pub use netns::{in_private_netns, NetnsError};
 pub use uevd_netlink::{Injector, KernelListener, ListenerOptions};

@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use uevd_testkit::{
-    char_event, event, in_private_netns, unique, Action, Child, FakeSysfs, Injector, Line,
+    char_event, event, in_private_netns, unique, Action, Child, CpuTime, FakeSysfs, Injector, Line,
 };
 
 /// A daemon under test with its directories.
@@ -792,21 +792,6 @@ fn a_burst_larger_than_the_queue_waits_in_the_kernel_buffer_and_settle_waits_for
     .unwrap();
 }
 
-/// CPU time (user + system) the process `pid` has used so far.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which may hold spaces) start with field 3, the state.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // Linux reports these in USER_HZ, 100 per second on every architecture it runs on.
-    Duration::from_millis(ticks * 10)
-}
-
 #[test]
 fn a_full_queue_with_an_overflow_waiting_in_the_kernel_does_not_spin() {
     in_private_netns(|| {
@@ -854,9 +839,9 @@ fn a_full_queue_with_an_overflow_waiting_in_the_kernel_does_not_spin() {
         d.wait_for_stat("queued", 4, TIMEOUT);
         inj.send_all(&children[4..]).unwrap();
         let pid = d.child.id();
-        let before = cpu_time(pid);
+        let before = CpuTime::of_process(pid).unwrap();
         std::thread::sleep(Duration::from_millis(1000));
-        let used = cpu_time(pid) - before;
+        let used = CpuTime::of_process(pid).unwrap().since(before).total();
         // Spinning on the socket's pending error would take the whole second.
         assert!(
             used < Duration::from_millis(300),
