@@ -4,7 +4,8 @@
 //! link (the kernel sends no uevents for devices without a subsystem). [`Sysfs::walk`] visits
 //! every device, parents before children, never following the many links sysfs has, and
 //! shrugs off devices that vanish mid-walk: it is what coldplug, resync and `trigger` stand on.
-//! [`Sysfs::walk_unordered`] shares the reading out among threads (coldplug and resync use it).
+//! [`Sysfs::walk_batches`] shares the reading out among threads and hands devices over in
+//! batches as they are read, parents first, so coldplug can process while it walks.
 //! Both work relative to open directory descriptors, so the kernel never resolves a long
 //! path twice.
 #![forbid(unsafe_code)]

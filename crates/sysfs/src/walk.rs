@@ -91,7 +91,12 @@ impl Sysfs {
             return Ok(None);
         };
         let mut stats = WalkStats::default();
-        Ok(read_device(dir.as_fd(), devpath.to_owned(), &mut stats))
+        Ok(read_device(
+            dir.as_fd(),
+            devpath.to_owned(),
+            true,
+            &mut stats,
+        ))
     }
 
     /// The content of attribute `name` of `devpath`, without its trailing newline; `None` if
@@ -131,43 +136,56 @@ impl Sysfs {
     }
 
     /// Like [`Sysfs::walk`], but `threads` threads read sysfs at once and `visit` (on the
-    /// calling thread) sees the devices in no particular order — sort with [`tree_order`] when
-    /// order matters. Reading a `uevent` file makes the kernel build the environment each
+    /// calling thread) sees the devices as [`Sysfs::walk_batches`] delivers them: a parent
+    /// before its children, siblings in no particular order — sort with [`tree_order`] when
+    /// that matters. Reading a `uevent` file makes the kernel build the environment each
     /// time, so on a machine with several cores this is what makes coldplug cheaper than one
-    /// reader going through the files in turn. `threads` ≤ 1 walks on the calling thread.
+    /// reader going through the files in turn.
     pub fn walk_unordered(
         &self,
         threads: usize,
         mut visit: impl FnMut(Device),
     ) -> Result<WalkStats, SysfsError> {
-        if threads <= 1 {
-            return self.walk(visit);
-        }
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|scope| {
+            let walker = scope.spawn(move || self.walk_batches(threads, |b| tx.send(b).is_ok()));
+            for device in rx.into_iter().flatten() {
+                visit(device);
+            }
+            walker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Walks with `threads` threads (the calling one among them) and hands the devices to
+    /// `deliver` in batches as they are read, so that a consumer can start on them while the
+    /// walk goes on. A device is always delivered in an earlier call than any device below it
+    /// (a walker hands in what it holds before it lets others read the subdirectories it
+    /// found); siblings come in no particular order. `deliver` returning false stops the walk.
+    pub fn walk_batches(
+        &self,
+        threads: usize,
+        deliver: impl Fn(Vec<Device>) -> bool + Sync,
+    ) -> Result<WalkStats, SysfsError> {
         let start = Instant::now();
         let root = self.devices_dir()?;
         let mut stats = WalkStats::default();
         let work = WorkStack::new(root, "/devices", &mut stats);
-        let (tx, rx) = mpsc::channel();
-        std::thread::scope(|scope| {
-            let walkers: Vec<_> = (0..threads)
-                .map(|_| {
-                    let tx = tx.clone();
-                    let work = &work;
-                    scope.spawn(move || work.run(|d| tx.send(d).is_ok()))
+        let run = || work.run(&deliver);
+        let others = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads.max(1)).map(|_| scope.spawn(run)).collect();
+            let mine = run();
+            // A walker only panics on a bug; losing its count is better than losing the walk.
+            helpers
+                .into_iter()
+                .filter_map(|h| h.join().ok())
+                .fold(mine, |mut all, s| {
+                    all.add(&s);
+                    all
                 })
-                .collect();
-            drop(tx);
-            for device in rx {
-                visit(device);
-            }
-            for w in walkers {
-                // A walker only panics on a bug; losing its count is better than losing the
-                // walk.
-                if let Ok(s) = w.join() {
-                    stats.add(&s);
-                }
-            }
         });
+        stats.add(&others);
         stats.elapsed = start.elapsed();
         Ok(stats)
     }
@@ -285,14 +303,36 @@ impl WorkStack {
         }
     }
 
-    /// Reads directories until none are left and no other thread can add any; `send`
-    /// returning false (the receiver is gone) stops every thread.
-    fn run(&self, mut send: impl FnMut(Device) -> bool) -> WalkStats {
+    /// Reads directories until none are left and no other thread can add any, handing the
+    /// devices to `deliver` in batches; `deliver` returning false (the receiver is gone)
+    /// stops every thread.
+    fn run(&self, deliver: &impl Fn(Vec<Device>) -> bool) -> WalkStats {
         let mut stats = WalkStats::default();
         let mut found = Vec::new();
+        let mut batch = Vec::with_capacity(BATCH);
         let mut stop = false;
         let mut was_busy = false;
-        while let Some(pending) = self.next(&mut found, stop, was_busy) {
+        let hand_in = |batch: &mut Vec<Device>, stop: &mut bool| {
+            if !batch.is_empty() && !*stop {
+                *stop = !deliver(std::mem::replace(batch, Vec::with_capacity(BATCH)));
+            }
+        };
+        loop {
+            // Parents first: what this walker holds goes out before the subdirectories it
+            // found are shared with the other walkers.
+            if !found.is_empty() || batch.len() >= BATCH {
+                hand_in(&mut batch, &mut stop);
+            }
+            let pending = match self.next(&mut found, stop, was_busy, batch.is_empty()) {
+                Next::Read(pending) => pending,
+                Next::Done => break,
+                Next::WouldWait => {
+                    // Nothing to read for now: hand in what is held rather than sit on it.
+                    hand_in(&mut batch, &mut stop);
+                    was_busy = false;
+                    continue;
+                }
+            };
             was_busy = true;
             let opened = pending
                 .parent
@@ -308,15 +348,17 @@ impl WorkStack {
             };
             if let Some(d) = listing.device.take() {
                 stats.devices += 1;
-                stop = !send(d);
+                batch.push(d);
             }
             children(listing, &pending.devpath, &mut found);
         }
+        hand_in(&mut batch, &mut stop);
         stats
     }
 
-    /// Hands in the subdirectories just found, then waits for the next directory to read.
-    fn next(&self, found: &mut Vec<Pending>, stop: bool, was_busy: bool) -> Option<Pending> {
+    /// Hands in the subdirectories just found, then takes the next directory to read,
+    /// waiting for one if `may_wait` (otherwise saying it would).
+    fn next(&self, found: &mut Vec<Pending>, stop: bool, was_busy: bool, may_wait: bool) -> Next {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if was_busy {
             state.busy -= 1;
@@ -330,21 +372,38 @@ impl WorkStack {
         loop {
             if state.stop {
                 self.more.notify_all();
-                return None;
+                return Next::Done;
             }
             if let Some(d) = state.dirs.pop() {
                 state.busy += 1;
-                return Some(d);
+                return Next::Read(d);
             }
             if state.busy == 0 {
                 // Nothing left and nobody who could add more: wake the others to finish.
                 self.more.notify_all();
-                return None;
+                return Next::Done;
+            }
+            if !may_wait {
+                return Next::WouldWait;
             }
             state = self.more.wait(state).unwrap_or_else(|p| p.into_inner());
         }
     }
 }
+
+/// What a walker does next.
+enum Next {
+    /// Read this directory.
+    Read(Pending),
+    /// Nothing is left to read.
+    Done,
+    /// Nothing to read yet, but another walker may still find more.
+    WouldWait,
+}
+
+/// Devices a walker hands in at a time: enough to spare the consumer a wake-up per device,
+/// few enough that it can start early.
+const BATCH: usize = 64;
 
 /// Opens a directory to read (never through a symlink).
 fn open_dir(at: BorrowedFd<'_>, path: impl rustix::path::Arg) -> rustix::io::Result<OwnedFd> {
@@ -364,8 +423,13 @@ fn link_name(dir: BorrowedFd<'_>, name: &str) -> Option<String> {
     (!last.is_empty()).then(|| String::from_utf8_lossy(last).into_owned())
 }
 
-/// Reads the device whose directory is `dir`.
-fn read_device(dir: BorrowedFd<'_>, devpath: String, stats: &mut WalkStats) -> Option<Device> {
+/// Reads the device whose directory is `dir`; its `driver` link only if `driver_listed`.
+fn read_device(
+    dir: BorrowedFd<'_>,
+    devpath: String,
+    driver_listed: bool,
+    stats: &mut WalkStats,
+) -> Option<Device> {
     let text = match read_small(dir, "uevent") {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
@@ -378,7 +442,7 @@ fn read_device(dir: BorrowedFd<'_>, devpath: String, stats: &mut WalkStats) -> O
         stats.without_subsystem += 1;
         return None;
     };
-    let driver = link_name(dir, "driver");
+    let driver = driver_listed.then(|| link_name(dir, "driver")).flatten();
     let (vars, bad) = parse_uevent_file(&String::from_utf8_lossy(&text));
     stats.bad_lines += bad;
     Some(Device {
@@ -408,6 +472,7 @@ fn list_dir(fd: OwnedFd, devpath: &str, stats: &mut WalkStats) -> Option<Listing
     };
     let mut subdirs = Vec::new();
     let mut has_uevent = false;
+    let mut has_driver = false;
     for entry in dir.by_ref() {
         let Ok(entry) = entry else {
             stats.unreadable += 1;
@@ -423,6 +488,8 @@ fn list_dir(fd: OwnedFd, devpath: &str, stats: &mut WalkStats) -> Option<Listing
                 }
             }
             FileType::RegularFile if name == b"uevent" => has_uevent = true,
+            // A device without a driver has no link to read: spare the failed lookup.
+            FileType::Symlink | FileType::Unknown if name == b"driver" => has_driver = true,
             _ => {}
         }
     }
@@ -434,7 +501,7 @@ fn list_dir(fd: OwnedFd, devpath: &str, stats: &mut WalkStats) -> Option<Listing
                     subdirs.remove(i);
                 }
             }
-            read_device(fd, devpath.to_owned(), stats)
+            read_device(fd, devpath.to_owned(), has_driver, stats)
         }
         _ => None,
     };
@@ -463,6 +530,9 @@ fn is_pm_group(dir: BorrowedFd<'_>) -> bool {
 
 /// Reads a file that is normally under a page (a sysfs attribute) without asking its size
 /// first: `fs::read` would add a `statx` per file, and sysfs reports 4096 for every file anyway.
+/// A read that leaves room in the buffer is taken as the end: sysfs hands an attribute over in
+/// one piece (a `uevent` file is at most 2 KiB), and a regular file reads short only at its
+/// end, so the usual second `read` that returns 0 is spared.
 fn read_small(dir: BorrowedFd<'_>, name: &str) -> io::Result<Vec<u8>> {
     let file = openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
     let mut text = Vec::with_capacity(512);
@@ -470,7 +540,12 @@ fn read_small(dir: BorrowedFd<'_>, name: &str) -> io::Result<Vec<u8>> {
     loop {
         match rustix::io::read(&file, &mut chunk) {
             Ok(0) => return Ok(text),
-            Ok(n) => text.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                text.extend_from_slice(&chunk[..n]);
+                if n < chunk.len() {
+                    return Ok(text);
+                }
+            }
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
@@ -614,6 +689,88 @@ mod tests {
             );
         }
         assert_eq!(serial_stats.devices, 52);
+    }
+
+    #[test]
+    fn batches_deliver_every_device_once_and_parents_before_their_children() {
+        let t = tree();
+        // Deep and wide, so that walkers hand each other subdirectories all the time.
+        for i in 0..30 {
+            let mut dir = t.path().join(format!("devices/platform/a/w{i}"));
+            for depth in 0..4 {
+                fs::create_dir_all(&dir).unwrap();
+                fs::write(dir.join("uevent"), "").unwrap();
+                symlink(t.path().join("class/tty"), dir.join("subsystem")).unwrap();
+                for leaf in 0..3 {
+                    let l = dir.join(format!("leaf{leaf}"));
+                    fs::create_dir_all(&l).unwrap();
+                    fs::write(l.join("uevent"), "").unwrap();
+                    symlink(t.path().join("class/tty"), l.join("subsystem")).unwrap();
+                }
+                dir = dir.join(format!("d{depth}"));
+            }
+        }
+        let sys = Sysfs::new(t.path());
+        let mut serial = Vec::new();
+        sys.walk(|d| serial.push(d.devpath)).unwrap();
+        serial.sort();
+        for threads in [1, 2, 4] {
+            for _ in 0..5 {
+                let batches = Mutex::new(Vec::new());
+                let stats = sys
+                    .walk_batches(threads, |b| {
+                        batches.lock().unwrap().push(b);
+                        true
+                    })
+                    .unwrap();
+                let batches = batches.into_inner().unwrap();
+                let order: Vec<String> = batches
+                    .iter()
+                    .flatten()
+                    .map(|d| d.devpath.clone())
+                    .collect();
+                let mut sorted = order.clone();
+                sorted.sort();
+                assert_eq!(sorted, serial, "{threads} threads");
+                assert_eq!(stats.devices, serial.len());
+                // Each device's parent device (if any) was handed in by an earlier call.
+                let batch_of = |p: &str| {
+                    batches
+                        .iter()
+                        .position(|b| b.iter().any(|d| d.devpath == p))
+                };
+                for d in &order {
+                    let parent = d.rsplit_once('/').unwrap().0;
+                    if let Some(pb) = batch_of(parent) {
+                        assert!(
+                            pb < batch_of(d).unwrap(),
+                            "{parent} not before {d} ({threads} threads)"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_walk_stops_when_its_batches_are_refused() {
+        let t = tree();
+        for i in 0..500 {
+            let dir = t.path().join(format!("devices/platform/a/w{i}"));
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("uevent"), "").unwrap();
+            symlink(t.path().join("class/tty"), dir.join("subsystem")).unwrap();
+        }
+        let calls = Mutex::new(0);
+        let stats = Sysfs::new(t.path())
+            .walk_batches(2, |_| {
+                *calls.lock().unwrap() += 1;
+                false
+            })
+            .unwrap();
+        // Each walker offers at most one more batch after the first refusal.
+        assert!(*calls.lock().unwrap() <= 2);
+        assert!(stats.devices < 502, "{}", stats.devices);
     }
 
     #[test]
