@@ -174,7 +174,15 @@ impl Sysfs {
         let work = WorkStack::new(root, "/devices", &mut stats);
         let run = || work.run(&deliver);
         let others = std::thread::scope(|scope| {
-            let helpers: Vec<_> = (1..threads.max(1)).map(|_| scope.spawn(run)).collect();
+            // Fewer walkers if the system cannot start them all; the calling thread is one.
+            let helpers: Vec<_> = (1..threads.max(1))
+                .map_while(|_| {
+                    std::thread::Builder::new()
+                        .name("uevd-walk".into())
+                        .spawn_scoped(scope, run)
+                        .ok()
+                })
+                .collect();
             let mine = run();
             // A walker only panics on a bug; losing its count is better than losing the walk.
             helpers

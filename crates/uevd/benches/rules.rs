@@ -36,11 +36,12 @@ fn main() {
         std::process::exit(1);
     }
     devices.sort_by(|a, b| uevd_sysfs::tree_order(&a.devpath, &b.devpath));
-    let snapshot = SysfsSnapshot::of_parents(&devices);
     let events: Vec<_> = devices
         .iter()
         .filter_map(|d| d.to_uevent(Action::Add, 0).ok())
         .collect();
+    let snapshot = SysfsSnapshot::default();
+    snapshot.extend(devices);
     let rounds = std::env::var("UEVD_BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use uevd_rules::ast::Builtin;
@@ -90,28 +90,31 @@ pub struct HostMessage {
     pub text: String,
 }
 
-/// The devices of one sysfs walk that have devices below them, as the rules see them.
+/// The devices of one sysfs walk, as the rules see them when they look at parents.
 ///
 /// A coldplug or resync synthesizes its events from one walk, and the rules of each event
 /// walk up its ancestors (`KERNELS`, `SUBSYSTEMS`, `DRIVERS`, `ATTRS`, `IMPORT{parent}`):
 /// reading them from sysfs again, for every descendant, was a fifth of a coldplug's time
 /// with Debian's rules. The walk read them already; its events see them as it found them.
+/// The walk hands its devices in as it reads them, parents first, and its events are
+/// processed meanwhile: by the time a device's event is, its ancestors are all here.
 /// Kernel events never use this: a driver may have bound since.
 #[derive(Debug, Default)]
 pub struct SysfsSnapshot {
-    parents: HashMap<String, DeviceInfo, FastHash>,
+    devices: RwLock<HashMap<String, uevd_sysfs::Device, FastHash>>,
 }
 
 impl SysfsSnapshot {
-    /// The devices of `walk` (in [`uevd_sysfs::tree_order`]) that have a device below them.
-    pub fn of_parents(walk: &[uevd_sysfs::Device]) -> SysfsSnapshot {
-        // In tree order a device's descendants follow it directly.
-        let parents = walk
-            .windows(2)
-            .filter(|w| is_below(&w[1].devpath, &w[0].devpath))
-            .map(|w| (w[0].devpath.clone(), device_info(&w[0])))
-            .collect();
-        SysfsSnapshot { parents }
+    /// Adds walked devices (after their ancestors).
+    pub fn extend(&self, walked: impl IntoIterator<Item = uevd_sysfs::Device>) {
+        let mut devices = self.devices.write().unwrap_or_else(|p| p.into_inner());
+        devices.extend(walked.into_iter().map(|d| (d.devpath.clone(), d)));
+    }
+
+    /// The walked device at `devpath`, if the walk found one there.
+    fn get(&self, devpath: &str) -> Option<DeviceInfo> {
+        let devices = self.devices.read().unwrap_or_else(|p| p.into_inner());
+        devices.get(devpath).map(device_info)
     }
 }
 
@@ -228,7 +231,7 @@ impl Host for SystemHost<'_> {
         if let Some((snapshot, below)) = self.snapshot {
             // Every device above a walked device was walked: a miss is not a device.
             if is_below(below, devpath) {
-                return snapshot.parents.get(devpath).cloned();
+                return snapshot.get(devpath);
             }
         }
         if let Some(cached) = self.devices.get(devpath) {
@@ -488,7 +491,7 @@ mod tests {
     }
 
     #[test]
-    fn a_walk_snapshot_keeps_parents_and_answers_for_a_walked_devices_ancestors() {
+    fn a_walk_snapshot_answers_for_a_walked_devices_ancestors() {
         const USB: &str = "/devices/pci0000:00/0000:00:14.0/usb1";
         const IFACE: &str = "/devices/pci0000:00/0000:00:14.0/usb1/1-0:1.0";
         const TTY: &str = "/devices/pci0000:00/0000:00:14.0/usb1/1-0:1.0/tty/ttyUSB0";
@@ -502,13 +505,8 @@ mod tests {
             .expect("tty");
         sys.device(OTHER, "misc", &[]).expect("other");
         let sysfs = Sysfs::new(sys.root());
-        let mut walk = Vec::new();
-        sysfs.walk(|d| walk.push(d)).expect("walk");
-        walk.sort_by(|a, b| uevd_sysfs::tree_order(&a.devpath, &b.devpath));
-        let snapshot = SysfsSnapshot::of_parents(&walk);
-        let mut held: Vec<&str> = snapshot.parents.keys().map(String::as_str).collect();
-        held.sort_unstable();
-        assert_eq!(held, [USB, IFACE], "only devices with devices below them");
+        let snapshot = SysfsSnapshot::default();
+        sysfs.walk(|d| snapshot.extend([d])).expect("walk");
 
         // Afterwards sysfs changes: the walk's events still see what the walk saw.
         sys.device(IFACE, "usb", &[("DEVTYPE", "changed")])

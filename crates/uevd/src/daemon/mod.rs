@@ -32,13 +32,14 @@ use nodes::{DevFs, DirFs, FileKind};
 use policy::Policy;
 use process::{Known, Processed, Processor};
 use queue::{Origin, Queue};
-use reconcile::{reconcile, Fix, Summary};
+use reconcile::{Reconciler, Summary};
 use rustix::event::epoll;
 use rustix::fd::AsFd;
 use server::{ControlServer, ServerAction};
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uevd_netlink::{KernelListener, ListenerOptions, Severity};
@@ -363,6 +364,21 @@ pub fn run(config: Config, policy: LoadPolicy, reload: Reload) -> Result<(), Dae
     result
 }
 
+/// A coldplug or resync under way.
+struct SysfsSync {
+    origin: Origin,
+    /// The diff against the processed state, device by device.
+    diff: Reconciler,
+    /// The devices walked so far, for the rules of the walk's events.
+    snapshot: Arc<SysfsSnapshot>,
+    /// The kernel's seqnum when the walk started: the walk's events carry it.
+    seqnum: u64,
+    /// Kernel events that arrived during the walk, queued after it.
+    held: Vec<Uevent>,
+    /// Receive errors met meanwhile (an overflow), handled after it.
+    recv_errors: Vec<uevd_netlink::RecvError>,
+}
+
 /// Why the event loop returned.
 enum Turn {
     /// SIGTERM, SIGINT or `exit`, and everything in flight is done.
@@ -666,6 +682,7 @@ impl Daemon {
     /// Readiness, settle answers, and clearing the degraded state, after anything moved.
     fn after_progress(&mut self) -> Result<(), DaemonError> {
         self.persist();
+        self.pool.processor().nodes().fs().forget_dirs();
         if self.listener_paused && self.wants_kernel_events() && !self.stopping {
             self.pause_listener(false)?;
             self.drain_kernel()?;
@@ -953,35 +970,67 @@ impl Daemon {
         );
     }
 
-    /// Walks sysfs (several threads reading at once), keeps draining netlink meanwhile, and
-    /// queues the events that reconcile uevd's state with it. Kernel events received during
-    /// the walk are queued after.
+    /// Walks sysfs and brings the processed state in line with it: coldplug at start, resync
+    /// after an overflow. The walk runs on threads of its own and hands devices over in
+    /// batches, parents first; each batch's events are queued and processed while the walk
+    /// goes on. Kernel events read meanwhile are held, and queued after the walk's: the walk
+    /// may have read a state older than they describe.
     fn sync_with_sysfs(&mut self, origin: Origin) -> Result<(), DaemonError> {
         let started = Instant::now();
         if origin == Origin::Resync {
             self.stats.resyncs += 1;
         }
         self.last_resync = Some(started);
-        let mut found = Vec::new();
-        let mut held = Vec::new();
-        let mut recv_errors = Vec::new();
-        let listener = &mut self.listener;
-        let walk = self.sysfs.walk_unordered(walk_threads(), |device| {
-            found.push(device);
-            if found.len() % 256 == 0 {
-                loop {
-                    match listener.recv() {
-                        Ok(Some(e)) => held.push(e),
-                        Ok(None) => break,
-                        Err(e) => {
-                            recv_errors.push(e);
-                            break;
-                        }
+        let mut sync = SysfsSync {
+            origin,
+            diff: Reconciler::new(&self.known),
+            snapshot: Arc::new(SysfsSnapshot::default()),
+            seqnum: self.sysfs.kernel_seqnum().unwrap_or(0),
+            held: Vec::new(),
+            recv_errors: Vec::new(),
+        };
+        let sysfs = self.sysfs.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let walk = std::thread::scope(|scope| -> Result<_, DaemonError> {
+            let (sysfs, to_walker) = (&sysfs, tx.clone());
+            let walker = std::thread::Builder::new()
+                .name("uevd-walk".into())
+                .spawn_scoped(scope, move || {
+                    sysfs.walk_batches(walk_threads(), |b| to_walker.send(b).is_ok())
+                });
+            let walker = match walker {
+                Ok(w) => w,
+                Err(e) => {
+                    warn!(
+                        "cannot start a thread to walk sysfs ({e}): walking first, then processing"
+                    );
+                    let walk = sysfs.walk_batches(1, |b| tx.send(b).is_ok());
+                    drop(tx);
+                    for batch in rx.iter() {
+                        self.sync_batch(&mut sync, batch)?;
                     }
+                    return Ok(walk);
+                }
+            };
+            drop(tx);
+            loop {
+                // While jobs are out on workers, wake up to collect them even if no batch comes.
+                let next = if self.pool.handed_off() > 0 {
+                    rx.recv_timeout(COLLECT_EVERY)
+                } else {
+                    rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                };
+                match next {
+                    Ok(batch) => self.sync_batch(&mut sync, batch)?,
+                    Err(RecvTimeoutError::Timeout) => self.sync_progress(&mut sync),
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
+            Ok(walker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
         });
-        let walk_stats = match walk {
+        let walk_stats = match walk? {
             Ok(s) => s,
             Err(e) => {
                 error!("cannot walk {}: {e}", self.config.sysfs.display());
@@ -989,42 +1038,90 @@ impl Daemon {
             }
         };
         self.await_policy()?;
-        // Parents before children: the queue keeps that order for events it holds.
-        found.sort_unstable_by(|a, b| uevd_sysfs::tree_order(&a.devpath, &b.devpath));
-        let snapshot = self
-            .parents_wanted
-            .then(|| Arc::new(SysfsSnapshot::of_parents(&found)));
-        let nodes = self.pool.processor().nodes();
-        let (fixes, summary) = reconcile(found, &self.known, |record| match &record.node {
-            None => true,
-            Some(db::NodeRecord { spec: n, .. }) => matches!(
-                nodes.fs().lstat(n.path.as_str()),
-                Ok(Some(m)) if m.kind == FileKind::Node(n.kind) && m.devnum == n.devnum
-                    && m.mode == n.mode && (m.uid, m.gid) == (n.uid, n.gid)
-            ),
-        });
-        let seqnum = self.sysfs.kernel_seqnum().unwrap_or(0);
-        for fix in &fixes {
-            match fix.to_event(seqnum) {
+        let (gone, summary) = sync.diff.finish(&self.known);
+        for record in gone {
+            // A removal's device is gone from the walk: its parents are read live.
+            match reconcile::removal(&record, sync.seqnum) {
                 Ok(event) => {
-                    // A removal's device is gone from the walk: its parents are read live.
-                    let walked = !matches!(fix, Fix::Remove(_));
-                    let snapshot = snapshot.as_ref().filter(|_| walked).map(Arc::clone);
-                    self.queue.push_walked(event, origin, snapshot);
+                    self.queue.push_walked(event, origin, None);
                 }
-                Err(e) => warn!("{origin:?}: cannot synthesize an event for {fix:?}: {e}"),
+                Err(e) => warn!(
+                    "{origin:?}: cannot synthesize the remove of {}: {e}",
+                    record.devpath
+                ),
             }
         }
-        for event in held {
+        for event in sync.held {
             self.enqueue_kernel(event);
         }
-        for e in recv_errors {
+        for e in sync.recv_errors {
             if let Err(fatal) = self.recv_error(e) {
                 error!("{fatal}");
             }
         }
         log_sync(origin, &summary, &walk_stats, started.elapsed());
         Ok(())
+    }
+
+    /// Queues the events a batch of walked devices needs, then lets them run.
+    fn sync_batch(
+        &mut self,
+        sync: &mut SysfsSync,
+        batch: Vec<uevd_sysfs::Device>,
+    ) -> Result<(), DaemonError> {
+        // The first batch waits for the rules being loaded (the walk goes on meanwhile).
+        self.await_policy()?;
+        let snapshot = self.parents_wanted.then(|| Arc::clone(&sync.snapshot));
+        let nodes = self.pool.processor().nodes();
+        for device in &batch {
+            let node_ok = |record: &DeviceRecord| match &record.node {
+                None => true,
+                Some(db::NodeRecord { spec: n, .. }) => matches!(
+                    nodes.fs().lstat(n.path.as_str()),
+                    Ok(Some(m)) if m.kind == FileKind::Node(n.kind) && m.devnum == n.devnum
+                        && m.mode == n.mode && (m.uid, m.gid) == (n.uid, n.gid)
+                ),
+            };
+            let Some(action) = sync.diff.device(device, &self.known, node_ok) else {
+                continue;
+            };
+            match device.to_uevent(action, sync.seqnum) {
+                Ok(event) => {
+                    self.queue
+                        .push_walked(event, sync.origin, snapshot.as_ref().map(Arc::clone));
+                }
+                Err(e) => warn!(
+                    "{:?}: cannot synthesize the {action} of {}: {e}",
+                    sync.origin, device.devpath
+                ),
+            }
+        }
+        // Before any of the batch's events runs: its devices' children come in later batches.
+        if snapshot.is_some() {
+            sync.snapshot.extend(batch);
+        }
+        self.sync_progress(sync);
+        Ok(())
+    }
+
+    /// Holds the kernel events that arrived, and processes what is runnable.
+    fn sync_progress(&mut self, sync: &mut SysfsSync) {
+        loop {
+            match self.listener.recv() {
+                Ok(Some(e)) => sync.held.push(e),
+                Ok(None) => break,
+                Err(e) => {
+                    sync.recv_errors.push(e);
+                    break;
+                }
+            }
+        }
+        self.dispatch();
+        if self.pool.handed_off() > 0 {
+            self.collect(false);
+        }
+        self.persist();
+        self.pool.processor().nodes().fs().forget_dirs();
     }
 
     /// Puts the policy being loaded at start in place (waiting for it), once.

@@ -11,6 +11,7 @@ use rustix::fd::OwnedFd;
 use rustix::fs::{self as fs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A node or link name relative to `--dev`, validated: not empty, not absolute, no `.`/`..`
 /// or empty components, no NUL or control characters, at most 255 bytes per component.
@@ -174,11 +175,33 @@ pub trait DevFs: Send + Sync {
     fn symlink(&self, target: &str, path: &str) -> Result<(), Errno>;
     /// `readlink`.
     fn readlink(&self, path: &str) -> Result<String, Errno>;
+    /// The mode of `path` if it is known, without looking, to be a directory beneath the
+    /// root (an implementation may remember the last directory it resolved); `None`: look.
+    fn known_dir(&self, _path: &str) -> Option<u32> {
+        None
+    }
+    /// Forgets any directory remembered for [`DevFs::known_dir`]: the daemon calls this after
+    /// each batch of events, so that what someone else moved meanwhile is resolved afresh.
+    fn forget_dirs(&self) {}
 }
 
 /// [`DevFs`] on a real directory.
 pub struct DirFs {
     root: OwnedFd,
+    /// The parent directory the last operation resolved: events in a row mostly make nodes
+    /// in one directory (`input/`, `bus/usb/001/`), and each would otherwise resolve it (and
+    /// `lstat` it) again. Forgotten when uevd removes or renames anything, and after every
+    /// batch of events ([`DevFs::forget_dirs`]). Until then a directory someone moved keeps
+    /// being used where it went, which stays inside the `--dev` filesystem (`rename` cannot
+    /// leave it), as it could between the resolving and the use anyway.
+    last_dir: Mutex<Option<ResolvedDir>>,
+}
+
+/// A directory below the `--dev` root, resolved without following symlinks.
+struct ResolvedDir {
+    path: String,
+    fd: Arc<OwnedFd>,
+    mode: u32,
 }
 
 impl DirFs {
@@ -189,7 +212,40 @@ impl DirFs {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(DirFs { root })
+        Ok(DirFs {
+            root,
+            last_dir: Mutex::new(None),
+        })
+    }
+
+    fn last_dir(&self) -> MutexGuard<'_, Option<ResolvedDir>> {
+        self.last_dir.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `parent`, resolved beneath the root without following any symlink, or remembered
+    /// (then the second item is true).
+    fn dir(&self, parent: &str) -> Result<(Arc<OwnedFd>, bool), Errno> {
+        if let Some(known) = self.last_dir().as_ref().filter(|d| d.path == parent) {
+            return Ok((Arc::clone(&known.fd), true));
+        }
+        self.resolve(parent).map(|fd| (fd, false))
+    }
+
+    fn resolve(&self, parent: &str) -> Result<Arc<OwnedFd>, Errno> {
+        let fd = Arc::new(fs::openat2(
+            &self.root,
+            parent,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )?);
+        let mode = fs::fstat(&*fd)?.st_mode & 0o7777;
+        *self.last_dir() = Some(ResolvedDir {
+            path: parent.to_owned(),
+            fd: Arc::clone(&fd),
+            mode,
+        });
+        Ok(fd)
     }
 
     /// Runs `op` with a descriptor of `path`'s parent directory and `path`'s last component.
@@ -197,20 +253,20 @@ impl DirFs {
     fn at<T>(
         &self,
         path: &str,
-        op: impl FnOnce(&OwnedFd, &str) -> Result<T, Errno>,
+        op: impl Fn(&OwnedFd, &str) -> Result<T, Errno>,
     ) -> Result<T, Errno> {
         match path.rsplit_once('/') {
             None => op(&self.root, path),
-            Some((parent, leaf)) => {
-                let dir = fs::openat2(
-                    &self.root,
-                    parent,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-                )?;
-                op(&dir, leaf)
-            }
+            Some((parent, leaf)) => match self.dir(parent)? {
+                // The remembered directory was removed (and maybe made again) by someone
+                // else meanwhile: once more in the one there now. Whatever fails with
+                // `ENOENT` has had no effect.
+                (dir, true) => match op(&dir, leaf) {
+                    Err(Errno::NOENT) => op(&*self.resolve(parent)?, leaf),
+                    done => done,
+                },
+                (dir, false) => op(&dir, leaf),
+            },
         }
     }
 }
@@ -294,6 +350,7 @@ impl DevFs for DirFs {
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<(), Errno> {
+        self.forget_dirs();
         self.at(from, |from_dir, from_leaf| {
             self.at(to, |to_dir, to_leaf| {
                 fs::renameat(from_dir, from_leaf, to_dir, to_leaf)
@@ -306,6 +363,7 @@ impl DevFs for DirFs {
     }
 
     fn rmdir(&self, path: &str) -> Result<(), Errno> {
+        self.forget_dirs();
         self.at(path, |dir, leaf| {
             fs::unlinkat(dir, leaf, AtFlags::REMOVEDIR)
         })
@@ -320,6 +378,17 @@ impl DevFs for DirFs {
             let target = fs::readlinkat(dir, leaf, Vec::new())?;
             Ok(target.to_string_lossy().into_owned())
         })
+    }
+
+    fn known_dir(&self, path: &str) -> Option<u32> {
+        self.last_dir()
+            .as_ref()
+            .filter(|d| d.path == path)
+            .map(|d| d.mode)
+    }
+
+    fn forget_dirs(&self) {
+        *self.last_dir() = None;
     }
 }
 
@@ -441,6 +510,10 @@ impl<F: DevFs> Nodes<F> {
     /// Creates the parent directories of `path` that are missing; refuses symlinks and
     /// non-directories on the way. Returns the directories it created.
     fn make_parents(&self, path: &NodePath) -> Result<(Vec<String>, bool), NodeError> {
+        // The parent resolved a moment ago (beneath the root, no symlinks): all there.
+        if let Some(mode) = self.fs.known_dir(path.parent()) {
+            return Ok((Vec::new(), mode & 0o2000 != 0));
+        }
         let mut created = Vec::new();
         let mut setgid = self.root_setgid;
         for dir in path.ancestors() {
@@ -490,6 +563,11 @@ impl<F: DevFs> Nodes<F> {
                 });
             }
             Err(Errno::EXIST) => {}
+            Err(Errno::NOENT) if self.fs.known_dir(spec.path.parent()).is_some() => {
+                // The directory was removed behind uevd's back since it was resolved.
+                self.fs.forget_dirs();
+                return self.ensure_node(spec);
+            }
             Err(e) => return Err(io("mknod", path)(e)),
         }
         match self.fs.lstat(path).map_err(io("stat", path))? {
@@ -692,5 +770,66 @@ mod tests {
             temp_name(&NodePath::new("input/event3").unwrap()),
             "input/.uevd-tmp.event3"
         );
+    }
+
+    /// Nodes on a [`DirFs`] in a fresh temporary directory (`mknod` needs root, as CI is).
+    fn real_nodes() -> (tempfile::TempDir, Nodes<DirFs>) {
+        let dev = tempfile::tempdir().unwrap();
+        let fs = DirFs::open(dev.path()).unwrap();
+        (dev, Nodes::new(fs))
+    }
+
+    fn spec(path: &str, minor: u32) -> NodeSpec {
+        let (uid, gid) = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        NodeSpec {
+            path: NodePath::new(path).unwrap(),
+            kind: NodeKind::Char,
+            devnum: (1, minor),
+            mode: 0o600,
+            uid,
+            gid,
+        }
+    }
+
+    #[test]
+    fn nodes_in_one_directory_resolve_it_once_and_a_removed_one_is_made_again() {
+        let (dev, nodes) = real_nodes();
+        nodes.ensure_node(&spec("input/event0", 3)).unwrap();
+        assert_eq!(nodes.fs().known_dir("input"), Some(0o755));
+        // Someone else removes the remembered directory: it is made again, not an error.
+        std::fs::remove_dir_all(dev.path().join("input")).unwrap();
+        let again = nodes.ensure_node(&spec("input/event1", 5)).unwrap();
+        assert_eq!(again.created_dirs, ["input"]);
+        assert!(dev.path().join("input/event1").exists());
+        // And one removed and made again as a plain directory is used as it is now.
+        std::fs::remove_dir_all(dev.path().join("input")).unwrap();
+        std::fs::create_dir(dev.path().join("input")).unwrap();
+        nodes.ensure_node(&spec("input/event2", 7)).unwrap();
+        assert!(dev.path().join("input/event2").exists());
+    }
+
+    #[test]
+    fn a_symlink_put_in_place_of_a_remembered_directory_is_refused_after_the_batch() {
+        let (dev, nodes) = real_nodes();
+        let outside = tempfile::tempdir().unwrap();
+        nodes.ensure_node(&spec("snd/a", 3)).unwrap();
+        std::fs::remove_dir_all(dev.path().join("snd")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dev.path().join("snd")).unwrap();
+        // The daemon forgets resolved directories after each batch of events.
+        nodes.fs().forget_dirs();
+        let e = nodes.ensure_node(&spec("snd/b", 5)).unwrap_err();
+        assert!(matches!(e, NodeError::Unsafe { .. }), "{e}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        // Within a batch too: the remembered directory is gone, and resolving it afresh
+        // refuses the symlink.
+        std::fs::remove_file(dev.path().join("snd")).unwrap();
+        nodes.ensure_node(&spec("snd/c", 7)).unwrap();
+        std::fs::remove_dir_all(dev.path().join("snd")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dev.path().join("snd")).unwrap();
+        assert!(nodes.ensure_node(&spec("snd/d", 9)).is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 }

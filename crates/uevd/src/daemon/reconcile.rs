@@ -5,7 +5,8 @@
 //! neither redoes work nor leaves stale nodes) and recovery after an overflow (against the
 //! in-memory view): devices that vanished get a `remove`, new ones an `add`, known ones a
 //! `change` only when their uevent variables differ — or an `add` when their node is missing
-//! or wrong.
+//! or wrong. It runs device by device as the walk reads them, so the walk's events can be
+//! processed while it goes on.
 
 use super::db::DeviceRecord;
 use super::hash::FastHash;
@@ -13,17 +14,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use uevd_sysfs::Device;
 use uevd_wire::{Action, ParseError, Uevent, UeventBuilder};
-
-/// One difference between sysfs and the processed state.
-#[derive(Debug)]
-pub enum Fix {
-    /// In sysfs, not processed (or its node is missing/wrong).
-    Add(Device),
-    /// In sysfs and processed, but its variables changed.
-    Change(Device),
-    /// Processed, gone from sysfs.
-    Remove(Arc<DeviceRecord>),
-}
 
 /// What a reconcile found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -38,48 +28,69 @@ pub struct Summary {
     pub unchanged: usize,
 }
 
-/// Diffs `found` (in walk order: parents first) against `known`. Adds and changes keep walk
-/// order; removes come after, children before parents. `node_ok` says whether a processed
-/// device's node is still in place.
-pub fn reconcile(
-    found: Vec<Device>,
-    known: &HashMap<String, Arc<DeviceRecord>, FastHash>,
-    node_ok: impl Fn(&DeviceRecord) -> bool,
-) -> (Vec<Fix>, Summary) {
-    let mut fixes = Vec::with_capacity(found.len());
-    let mut summary = Summary::default();
-    let mut seen = HashSet::with_capacity(found.len());
-    for device in found {
-        match known.get(&device.devpath) {
-            None => {
-                summary.added += 1;
-                seen.insert(device.devpath.clone());
-                fixes.push(Fix::Add(device));
-            }
-            Some(record) => {
-                seen.insert(device.devpath.clone());
-                if record.subsystem != device.subsystem || !node_ok(record) {
-                    summary.added += 1;
-                    fixes.push(Fix::Add(device));
-                } else if differs(&device, record) {
-                    summary.changed += 1;
-                    fixes.push(Fix::Change(device));
-                } else {
-                    summary.unchanged += 1;
-                }
-            }
+/// The processed state a walk is diffed against: devpath → record.
+pub type Known = HashMap<String, Arc<DeviceRecord>, FastHash>;
+
+/// Diffs a walk, device by device as it is read, against the processed state.
+///
+/// [`Reconciler::device`] says which event a walked device needs (in walk order: parents
+/// first); [`Reconciler::finish`] names, once the walk is over, the devices that vanished.
+#[derive(Debug)]
+pub struct Reconciler {
+    /// Devices processed before the walk that it has not seen (yet).
+    unseen: HashSet<String, FastHash>,
+    summary: Summary,
+}
+
+impl Reconciler {
+    /// Starts a diff against what `known` holds now; devices processed later (the walk's
+    /// own adds among them) are never taken for vanished.
+    pub fn new(known: &Known) -> Reconciler {
+        Reconciler {
+            unseen: known.keys().cloned().collect(),
+            summary: Summary::default(),
         }
     }
-    let mut gone: Vec<&Arc<DeviceRecord>> = known
-        .iter()
-        .filter(|(devpath, _)| !seen.contains(*devpath))
-        .map(|(_, r)| r)
-        .collect();
-    // Children (longer paths) first, deterministic.
-    gone.sort_by(|a, b| b.devpath.cmp(&a.devpath));
-    summary.removed = gone.len();
-    fixes.extend(gone.into_iter().map(|r| Fix::Remove(Arc::clone(r))));
-    (fixes, summary)
+
+    /// The event `device`, just walked, needs: `add` if it is new (or its subsystem or node
+    /// is not what was processed), `change` if its variables changed, none if it is
+    /// processed as it is. `node_ok` says whether a processed device's node is in place.
+    pub fn device(
+        &mut self,
+        device: &Device,
+        known: &Known,
+        node_ok: impl Fn(&DeviceRecord) -> bool,
+    ) -> Option<Action> {
+        self.unseen.remove(&device.devpath);
+        let Some(record) = known.get(&device.devpath) else {
+            self.summary.added += 1;
+            return Some(Action::Add);
+        };
+        if record.subsystem != device.subsystem || !node_ok(record) {
+            self.summary.added += 1;
+            Some(Action::Add)
+        } else if differs(device, record) {
+            self.summary.changed += 1;
+            Some(Action::Change)
+        } else {
+            self.summary.unchanged += 1;
+            None
+        }
+    }
+
+    /// The walk is over: the records of the devices processed before it that it did not see
+    /// and that are still known (each needs a `remove`), children first; and the counts.
+    pub fn finish(mut self, known: &Known) -> (Vec<Arc<DeviceRecord>>, Summary) {
+        let mut gone: Vec<Arc<DeviceRecord>> = self
+            .unseen
+            .iter()
+            .filter_map(|devpath| known.get(devpath).cloned())
+            .collect();
+        // Children (longer paths) first, deterministic.
+        gone.sort_by(|a, b| b.devpath.cmp(&a.devpath));
+        self.summary.removed = gone.len();
+        (gone, self.summary)
+    }
 }
 
 /// Whether sysfs's variables for a device disagree with the processed record.
@@ -95,26 +106,39 @@ fn differs(device: &Device, record: &DeviceRecord) -> bool {
     }) || device.driver.as_deref() != record.property("DRIVER")
 }
 
-impl Fix {
-    /// The event that applies this fix, stamped with `seqnum`.
-    pub fn to_event(&self, seqnum: u64) -> Result<Uevent, ParseError> {
-        match self {
-            Fix::Add(d) => d.to_uevent(Action::Add, seqnum),
-            Fix::Change(d) => d.to_uevent(Action::Change, seqnum),
-            Fix::Remove(r) => {
-                let mut b = UeventBuilder::new(Action::Remove, &r.devpath, &r.subsystem);
-                for (k, v) in r.properties.iter() {
-                    b.var(k, v);
-                }
-                b.seqnum(seqnum).build()
-            }
-        }
+/// The `remove` for a device that vanished, stamped with `seqnum`: its processed properties,
+/// so the rules and the node logic see what they saw when it was added.
+pub fn removal(record: &DeviceRecord, seqnum: u64) -> Result<Uevent, ParseError> {
+    let mut b = UeventBuilder::new(Action::Remove, &record.devpath, &record.subsystem);
+    for (k, v) in record.properties.iter() {
+        b.var(k, v);
     }
+    b.seqnum(seqnum).build()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The whole diff in one go, as event names: adds and changes in walk order, then the
+    /// removes.
+    fn reconcile(
+        found: &[Device],
+        known: &Known,
+        node_ok: impl Fn(&DeviceRecord) -> bool,
+    ) -> (Vec<String>, Summary) {
+        let mut diff = Reconciler::new(known);
+        let mut names: Vec<String> = found
+            .iter()
+            .filter_map(|d| {
+                diff.device(d, known, &node_ok)
+                    .map(|a| format!("{a} {}", d.devpath))
+            })
+            .collect();
+        let (gone, summary) = diff.finish(known);
+        names.extend(gone.iter().map(|r| format!("remove {}", r.devpath)));
+        (names, summary)
+    }
 
     fn dev(devpath: &str, vars: &[(&str, &str)]) -> Device {
         Device {
@@ -141,26 +165,28 @@ mod tests {
         })
     }
 
+    fn known(records: &[Arc<DeviceRecord>]) -> Known {
+        records
+            .iter()
+            .map(|r| (r.devpath.clone(), Arc::clone(r)))
+            .collect()
+    }
+
     #[test]
     fn adds_changes_and_removes() {
-        let known: HashMap<_, _, FastHash> = [
-            ("/devices/same", rec("/devices/same", &[("A", "1")])),
-            ("/devices/changed", rec("/devices/changed", &[("A", "1")])),
-            (
-                "/devices/gone",
-                rec("/devices/gone", &[("MAJOR", "1"), ("MINOR", "2")]),
-            ),
-            ("/devices/gone/child", rec("/devices/gone/child", &[])),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let found = vec![
+        let gone = rec("/devices/gone", &[("MAJOR", "1"), ("MINOR", "2")]);
+        let known = known(&[
+            rec("/devices/same", &[("A", "1")]),
+            rec("/devices/changed", &[("A", "1")]),
+            Arc::clone(&gone),
+            rec("/devices/gone/child", &[]),
+        ]);
+        let found = [
             dev("/devices/new", &[]),
             dev("/devices/same", &[("A", "1")]),
             dev("/devices/changed", &[("A", "2")]),
         ];
-        let (fixes, summary) = reconcile(found, &known, |_| true);
+        let (names, summary) = reconcile(&found, &known, |_| true);
         assert_eq!(
             summary,
             Summary {
@@ -170,14 +196,6 @@ mod tests {
                 unchanged: 1
             }
         );
-        let names: Vec<String> = fixes
-            .iter()
-            .map(|f| match f {
-                Fix::Add(d) => format!("add {}", d.devpath),
-                Fix::Change(d) => format!("change {}", d.devpath),
-                Fix::Remove(r) => format!("remove {}", r.devpath),
-            })
-            .collect();
         assert_eq!(
             names,
             [
@@ -187,7 +205,7 @@ mod tests {
                 "remove /devices/gone"
             ]
         );
-        let ev = fixes[3].to_event(9).unwrap();
+        let ev = removal(&gone, 9).unwrap();
         assert_eq!(ev.action(), Action::Remove);
         assert_eq!(ev.devnum(), Some((1, 2)));
         assert_eq!(ev.seqnum(), 9);
@@ -195,11 +213,39 @@ mod tests {
 
     #[test]
     fn a_missing_node_is_re_added() {
-        let known: HashMap<_, _, FastHash> = [("/devices/x".to_string(), rec("/devices/x", &[]))]
-            .into_iter()
-            .collect();
-        let (fixes, summary) = reconcile(vec![dev("/devices/x", &[])], &known, |_| false);
+        let known = known(&[rec("/devices/x", &[])]);
+        let (names, summary) = reconcile(&[dev("/devices/x", &[])], &known, |_| false);
         assert_eq!(summary.added, 1);
-        assert!(matches!(&fixes[0], Fix::Add(d) if d.devpath == "/devices/x"));
+        assert_eq!(names, ["add /devices/x"]);
+    }
+
+    #[test]
+    fn devices_processed_during_the_walk_are_not_taken_for_vanished() {
+        let mut known = known(&[rec("/devices/a", &[]), rec("/devices/b", &[])]);
+        let mut diff = Reconciler::new(&known);
+        assert_eq!(
+            diff.device(&dev("/devices/c", &[]), &known, |_| true),
+            Some(Action::Add)
+        );
+        // The add of c is processed while the walk goes on.
+        known.insert("/devices/c".into(), rec("/devices/c", &[]));
+        assert_eq!(diff.device(&dev("/devices/a", &[]), &known, |_| true), None);
+        let (gone, summary) = diff.finish(&known);
+        assert!(matches!(&gone[..], [r] if r.devpath == "/devices/b"));
+        assert_eq!(
+            (summary.added, summary.unchanged, summary.removed),
+            (1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn a_device_removed_during_the_walk_gets_no_second_remove() {
+        let mut known = known(&[rec("/devices/a", &[])]);
+        let diff = Reconciler::new(&known);
+        // A kernel remove queued before the walk is processed while it runs.
+        known.remove("/devices/a");
+        let (gone, summary) = diff.finish(&known);
+        assert!(gone.is_empty());
+        assert_eq!(summary.removed, 0);
     }
 }

@@ -112,6 +112,68 @@ fn a_child_never_overtakes_its_parent_but_unrelated_devices_run_in_parallel() {
     .unwrap();
 }
 
+#[test]
+fn coldplug_runs_each_parent_before_its_children_while_workers_take_unrelated_ones() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        // Wide and three deep, with a slow parent: its descendants must wait, the rest not.
+        let mut parent_of = Vec::new();
+        for b in 0..40 {
+            let bus = format!("/devices/virtual/tree/bus{b}");
+            let slow: &[(&str, &str)] = if b == 0 { &[("SLOW", "1")] } else { &[] };
+            sys.device(&bus, "tree", slow).unwrap();
+            for c in 0..6 {
+                let child = format!("{bus}/c{c}");
+                sys.device(&child, "tree", &[]).unwrap();
+                sys.device(&format!("{child}/g"), "tree", &[]).unwrap();
+                parent_of.push((child.clone(), bus.clone()));
+                parent_of.push((format!("{child}/g"), child));
+            }
+        }
+        let (dev, run) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let policy = Arc::new(Slow::default());
+        let p: Arc<dyn Policy> = policy.clone();
+        let config = Config {
+            workers: 2,
+            ..config(&sys, &dev, &run)
+        };
+        let daemon = std::thread::spawn(move || {
+            daemon::run(
+                config,
+                Box::new(move || p),
+                Box::new(|| Err("no reload".into())),
+            )
+        });
+        wait_ready(run.path());
+        let log = policy.log.lock().unwrap().clone();
+        let decided = |path: &str| {
+            let mut runs = log.iter().filter(|(p, _, _)| p == path);
+            let first = runs
+                .next()
+                .unwrap_or_else(|| panic!("{path} not processed"));
+            assert!(runs.next().is_none(), "{path} processed twice");
+            (first.1, first.2)
+        };
+        for (child, parent) in &parent_of {
+            let (child_start, _) = decided(child);
+            let (_, parent_end) = decided(parent);
+            assert!(
+                child_start >= parent_end,
+                "{child} ran before its parent finished"
+            );
+        }
+        // The slow bus held up only its own family.
+        let (_, slow_end) = decided("/devices/virtual/tree/bus0");
+        let (_, fast_end) = decided("/devices/virtual/tree/bus1/c0/g");
+        assert!(
+            fast_end < slow_end,
+            "an unrelated device waited for a slow one"
+        );
+        exit(run.path(), daemon);
+    })
+    .unwrap();
+}
+
 /// Waits for the daemon's control socket: it appears when the daemon is ready.
 fn wait_ready(run: &std::path::Path) {
     let control = run.join("control");
