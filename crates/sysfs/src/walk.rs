@@ -99,6 +99,19 @@ impl Sysfs {
         ))
     }
 
+    /// Whether a device is at `devpath` now (its `uevent` file exists): one lookup, where
+    /// [`Sysfs::device`] reads the device.
+    pub fn has_device(&self, devpath: &str) -> bool {
+        valid_devpath(devpath)
+            && accessat(
+                CWD,
+                self.uevent_path(devpath).as_path(),
+                Access::EXISTS,
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .is_ok()
+    }
+
     /// The content of attribute `name` of `devpath`, without its trailing newline; `None` if
     /// missing or unreadable (or `name` tries to leave the device directory).
     pub fn attr(&self, devpath: &str, name: &str) -> Option<String> {

@@ -1013,6 +1013,12 @@ impl Daemon {
                 }
             };
             drop(tx);
+            // What is gone already is removed first (while the walk starts); the walk's
+            // events follow.
+            let sysfs = &self.sysfs;
+            for record in sync.diff.vanished(&self.known, |p| sysfs.has_device(p)) {
+                self.queue_removal(&record, origin, sync.seqnum);
+            }
             loop {
                 // While jobs are out on workers, wake up to collect them even if no batch comes.
                 let next = if self.pool.handed_off() > 0 {
@@ -1040,16 +1046,7 @@ impl Daemon {
         self.await_policy()?;
         let (gone, summary) = sync.diff.finish(&self.known);
         for record in gone {
-            // A removal's device is gone from the walk: its parents are read live.
-            match reconcile::removal(&record, sync.seqnum) {
-                Ok(event) => {
-                    self.queue.push_walked(event, origin, None);
-                }
-                Err(e) => warn!(
-                    "{origin:?}: cannot synthesize the remove of {}: {e}",
-                    record.devpath
-                ),
-            }
+            self.queue_removal(&record, origin, sync.seqnum);
         }
         for event in sync.held {
             self.enqueue_kernel(event);
@@ -1061,6 +1058,20 @@ impl Daemon {
         }
         log_sync(origin, &summary, &walk_stats, started.elapsed());
         Ok(())
+    }
+
+    /// Queues the `remove` of a device that vanished. Its parents are read live: it is not
+    /// in the walk.
+    fn queue_removal(&mut self, record: &DeviceRecord, origin: Origin, seqnum: u64) {
+        match reconcile::removal(record, seqnum) {
+            Ok(event) => {
+                self.queue.push_walked(event, origin, None);
+            }
+            Err(e) => warn!(
+                "{origin:?}: cannot synthesize the remove of {}: {e}",
+                record.devpath
+            ),
+        }
     }
 
     /// Queues the events a batch of walked devices needs, then lets them run.

@@ -52,6 +52,30 @@ impl Reconciler {
         }
     }
 
+    /// The devices processed before the walk that `present` says are gone now, children
+    /// first: their removes go before the walk's events, so that a new device that took a
+    /// vanished one's `MAJOR:MINOR` or node name is not undone by the vanished one's remove
+    /// (as the kernel would have sent them: the remove first). Others found gone only at
+    /// the end of the walk come from [`Reconciler::finish`].
+    pub fn vanished(
+        &mut self,
+        known: &Known,
+        present: impl Fn(&str) -> bool,
+    ) -> Vec<Arc<DeviceRecord>> {
+        let mut gone: Vec<Arc<DeviceRecord>> = self
+            .unseen
+            .iter()
+            .filter(|devpath| !present(devpath))
+            .filter_map(|devpath| known.get(devpath).cloned())
+            .collect();
+        for record in &gone {
+            self.unseen.remove(&record.devpath);
+        }
+        gone.sort_by(|a, b| b.devpath.cmp(&a.devpath));
+        self.summary.removed += gone.len();
+        gone
+    }
+
     /// The event `device`, just walked, needs: `add` if it is new (or its subsystem or node
     /// is not what was processed), `change` if its variables changed, none if it is
     /// processed as it is. `node_ok` says whether a processed device's node is in place.
@@ -88,7 +112,7 @@ impl Reconciler {
             .collect();
         // Children (longer paths) first, deterministic.
         gone.sort_by(|a, b| b.devpath.cmp(&a.devpath));
-        self.summary.removed = gone.len();
+        self.summary.removed += gone.len();
         (gone, self.summary)
     }
 }
@@ -247,5 +271,22 @@ mod tests {
         let (gone, summary) = diff.finish(&known);
         assert!(gone.is_empty());
         assert_eq!(summary.removed, 0);
+    }
+
+    #[test]
+    fn devices_already_gone_are_removed_before_the_walk_and_only_once() {
+        let known = known(&[
+            rec("/devices/a", &[]),
+            rec("/devices/a/kid", &[]),
+            rec("/devices/b", &[]),
+        ]);
+        let mut diff = Reconciler::new(&known);
+        let first = diff.vanished(&known, |p| p == "/devices/b");
+        let first: Vec<&str> = first.iter().map(|r| r.devpath.as_str()).collect();
+        assert_eq!(first, ["/devices/a/kid", "/devices/a"]);
+        assert_eq!(diff.device(&dev("/devices/b", &[]), &known, |_| true), None);
+        let (rest, summary) = diff.finish(&known);
+        assert!(rest.is_empty());
+        assert_eq!((summary.removed, summary.unchanged), (2, 1));
     }
 }

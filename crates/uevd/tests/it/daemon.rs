@@ -367,6 +367,28 @@ fn restart_neither_redoes_work_nor_keeps_stale_nodes() {
 }
 
 #[test]
+fn a_device_that_took_a_vanished_ones_number_while_uevd_was_down_keeps_its_node() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let node = [("MAJOR", "240"), ("MINOR", "0"), ("DEVNAME", "foo0")];
+        sys.device("/devices/virtual/foo/a", "foo", &node).unwrap();
+        let d = Daemon::start(sys.root(), &[]);
+        let (dev, run, _) = d.stop();
+        // Unplugged and another plugged in while uevd was down: same number, same name.
+        sys.remove_device("/devices/virtual/foo/a").unwrap();
+        sys.device("/devices/virtual/foo/b", "foo", &node).unwrap();
+        let d = Daemon::start_in(sys.root(), dev, run, &[]);
+        assert_eq!(listing(d.dev.path()), ["foo0 c 240:0 600 0:0"]);
+        let (code, out, err) = d.client("info", &["/dev/foo0"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("P:/devices/virtual/foo/b\n"), "{out}");
+        assert_eq!(d.stats()["devices"], 1);
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
 fn injected_bursts_leave_dev_and_db_equal_to_the_truth() {
     in_private_netns(|| {
         let sys = FakeSysfs::new().unwrap();
