@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -123,7 +123,7 @@ fn loader_thread(program: PathBuf, rx: Receiver<Vec<String>>) {
         if batch.is_empty() {
             continue;
         }
-        let status = Command::new(&program)
+        let status = crate::spawn::helper_command(&program)
             .args(["-b", "-q", "-a"])
             .args(&batch)
             .stdin(Stdio::null())

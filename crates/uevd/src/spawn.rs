@@ -7,9 +7,27 @@
 
 use std::io::Read;
 use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// A command for a helper program: the child starts with umask 022 (udevd's), not the
+/// daemon's 0 — the daemon creates nodes with exactly their policy mode, but a helper's
+/// files must not come out world-writable.
+pub fn helper_command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    // SAFETY: the closure runs in the forked child before exec and only calls umask(2),
+    // which is async-signal-safe, allocates nothing and takes no lock.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+            Ok(())
+        });
+    }
+    cmd
+}
 
 /// Where udev looks for helpers named without a path.
 pub const HELPER_DIRS: [&str; 2] = ["/usr/lib/udev", "/lib/udev"];
@@ -112,7 +130,7 @@ pub fn run<'a>(
     let argv = split_command(command).ok_or_else(|| SpawnError::BadCommand(command.to_owned()))?;
     let program = resolve_program(&argv[0]);
     let name = program.display().to_string();
-    let mut cmd = Command::new(&program);
+    let mut cmd = helper_command(&program);
     cmd.args(&argv[1..])
         .env_clear()
         .envs(env)

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::spawn;
@@ -46,7 +46,7 @@ impl Running {
             .ok_or_else(|| format!("cannot parse command line {:?}", job.command))?;
         let program = spawn::resolve_program(&argv[0]);
         let name = program.display().to_string();
-        let child = Command::new(&program)
+        let child = spawn::helper_command(&program)
             .args(&argv[1..])
             .env_clear()
             .envs(job.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -7,7 +7,8 @@
 //! cannot both believe they won.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -44,10 +45,21 @@ pub fn escape(link: &str) -> String {
 }
 
 impl LinkClaims {
-    /// Uses (creating) `RUN/links`.
+    /// Uses (creating) `RUN/links`. The daemon runs with umask 0, so every directory and
+    /// file here gets an explicit mode: only root may write claims (a planted claim would
+    /// steal a `/dev` link). A tree an older version left writable for all is tightened.
     pub fn open(run: &Path) -> io::Result<LinkClaims> {
         let dir = run.join("links");
-        fs::create_dir_all(&dir)?;
+        make_dir(&dir)?;
+        for d in
+            std::iter::once(Ok(dir.clone())).chain(fs::read_dir(&dir)?.map(|e| e.map(|e| e.path())))
+        {
+            let d = d?;
+            let meta = fs::symlink_metadata(&d)?;
+            if meta.is_dir() && meta.permissions().mode() & 0o022 != 0 {
+                fs::set_permissions(&d, fs::Permissions::from_mode(0o755))?;
+            }
+        }
         Ok(LinkClaims {
             dir,
             lock: Mutex::new(()),
@@ -62,9 +74,20 @@ impl LinkClaims {
     pub fn claim(&self, link: &NodePath, claim: &Claim) -> io::Result<Claim> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let dir = self.link_dir(link);
-        fs::create_dir_all(&dir)?;
+        make_dir(&dir)?;
         let tmp = dir.join(format!(".tmp.{}", claim.id));
-        fs::write(&tmp, format!("{} {}\n", claim.priority, claim.target))?;
+        // Whatever is at the temporary name (a crash's leftover) is replaced, never followed.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&tmp)?
+            .write_all(format!("{} {}\n", claim.priority, claim.target).as_bytes())?;
         fs::rename(&tmp, dir.join(&claim.id))?;
         Ok(best(&dir, Some(&claim.id))?.unwrap_or_else(|| claim.clone()))
     }
@@ -87,6 +110,14 @@ impl LinkClaims {
     }
 }
 
+/// Makes directory `dir` (mode 0755) unless it is there.
+fn make_dir(dir: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o755).create(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        done => done,
+    }
+}
+
 /// The highest-priority claim in `dir`; ties go to `prefer` (the device being processed, as in
 /// udev), then to the smallest id so the choice is stable.
 fn best(dir: &Path, prefer: Option<&str>) -> io::Result<Option<Claim>> {
@@ -101,7 +132,7 @@ fn best(dir: &Path, prefer: Option<&str>) -> io::Result<Option<Claim>> {
         let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        if id.starts_with('.') {
+        if id.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
         let Ok(text) = fs::read_to_string(entry.path()) else {
@@ -218,5 +249,34 @@ mod tests {
             "sr1"
         );
         assert_eq!(escape("a/b\\c"), "a\\x2fb\\x5cc");
+    }
+
+    #[test]
+    fn claims_are_roots_alone_and_a_planted_symlink_is_not_followed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // An older version left the tree writable for all.
+        let old = tmp.path().join("links/disk\\x2fshared");
+        fs::create_dir_all(&old).expect("mkdir");
+        for d in [tmp.path().join("links"), old.clone()] {
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).expect("chmod");
+        }
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, "precious\n").expect("victim");
+        std::os::unix::fs::symlink(&victim, old.join(".tmp.b8:1")).expect("plant");
+        let claims = LinkClaims::open(tmp.path()).expect("open");
+        let link = NodePath::new("disk/shared").expect("path");
+        claims
+            .claim(&link, &claim("b8:1", 0, "sda1"))
+            .expect("claim");
+        assert_eq!(fs::read_to_string(&victim).expect("victim"), "precious\n");
+        let mode = |p: &Path| fs::symlink_metadata(p).expect("stat").permissions().mode() & 0o7777;
+        assert_eq!(mode(&tmp.path().join("links")), 0o755);
+        assert_eq!(mode(&old), 0o755);
+        assert_eq!(mode(&old.join("b8:1")), 0o644);
+        let fresh = NodePath::new("disk/other").expect("path");
+        claims
+            .claim(&fresh, &claim("b8:1", 0, "sda1"))
+            .expect("claim");
+        assert_eq!(mode(&tmp.path().join("links/disk\\x2fother")), 0o755);
     }
 }

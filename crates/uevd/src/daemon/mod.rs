@@ -34,7 +34,7 @@ use process::{Known, Processed, Processor};
 use queue::{Origin, Queue};
 use reconcile::{Reconciler, Summary};
 use rustix::event::epoll;
-use rustix::fd::AsFd;
+use rustix::fd::{AsFd, OwnedFd};
 use server::{ControlServer, ServerAction};
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
@@ -172,6 +172,8 @@ const KERNEL_BYTES_PER_EVENT: usize = 1024;
 /// The running daemon.
 struct Daemon {
     config: Config,
+    /// `--ready-fd`, until readiness is written to it (then closed).
+    ready_fd: Option<OwnedFd>,
     stats: Stats,
     queue: Queue,
     pool: Pool<DirFs>,
@@ -229,6 +231,10 @@ pub fn run(config: Config, policy: LoadPolicy, reload: Reload) -> Result<(), Dae
             .create(dir)
             .map_err(setup(format!("creating {}", dir.display())))?;
     }
+    let ready = config
+        .ready_fd
+        .map(|fd| take_ready_fd(fd).map_err(setup(format!("--ready-fd {fd}"))))
+        .transpose()?;
     let db = Db::open(&config.run).map_err(setup("opening the device database"))?;
     let (records, corrupt) = db
         .load_all()
@@ -282,6 +288,7 @@ pub fn run(config: Config, policy: LoadPolicy, reload: Reload) -> Result<(), Dae
     }
 
     let mut daemon = Daemon {
+        ready_fd: ready,
         sysfs: Sysfs::new(&config.sysfs),
         loading: Some(loading),
         ancestors_wanted: false,
@@ -816,15 +823,10 @@ impl Daemon {
             self.known.len(),
             self.server.path().display()
         );
-        if let Some(fd) = self.config.ready_fd.take() {
-            // Through /proc: writes to the inherited descriptor without unsafe fd handling.
-            let path = format!("/proc/self/fd/{fd}");
-            if let Err(e) = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .and_then(|mut f| std::io::Write::write_all(&mut f, b"\n"))
-            {
-                warn!("cannot signal readiness on fd {fd}: {e}");
+        // s6-style: one newline, then the descriptor is closed (the reader sees EOF).
+        if let Some(fd) = self.ready_fd.take() {
+            if let Err(e) = rustix::io::write(&fd, b"\n") {
+                warn!("cannot signal readiness on --ready-fd: {e}");
             }
         }
         Ok(())
@@ -1238,6 +1240,22 @@ fn ancestors(
         path = up;
     }
     found
+}
+
+/// Takes over the `--ready-fd` descriptor: checks that it is open, and marks it
+/// close-on-exec so that helpers never inherit it.
+#[allow(unsafe_code)]
+fn take_ready_fd(fd: u32) -> std::io::Result<OwnedFd> {
+    let raw =
+        i32::try_from(fd).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: `--ready-fd` hands this descriptor to the daemon for readiness alone; nothing
+    // else in the process owns it. It is borrowed only for the check that it is open.
+    let flags = rustix::io::fcntl_getfd(unsafe { rustix::fd::BorrowedFd::borrow_raw(raw) })?;
+    // SAFETY: open (checked above) and owned by no one else (see above); from here on the
+    // daemon owns it and closes it once readiness is written.
+    let owned = unsafe { <OwnedFd as rustix::fd::FromRawFd>::from_raw_fd(raw) };
+    rustix::io::fcntl_setfd(&owned, flags | rustix::io::FdFlags::CLOEXEC)?;
+    Ok(owned)
 }
 
 /// Threads that read sysfs during coldplug and resync: none besides the main one on a single

@@ -5,8 +5,9 @@
 use super::util::{db_ids, db_record, spawn, uevd, TIMEOUT};
 use rustix::process::Signal;
 use std::collections::BTreeMap;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 use uevd_testkit::{
     char_event, event, in_private_netns, unique, Action, Child, CpuTime, FakeSysfs, Injector, Line,
@@ -320,6 +321,87 @@ fn coldplug_creates_exactly_the_expected_nodes() {
         assert_eq!(code, 1);
         assert!(err.contains("no record for \"/dev/nope\""), "{err}");
         d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
+fn ready_fd_gets_one_newline_then_eof_and_helpers_never_inherit_it() {
+    in_private_netns(|| {
+        let sys = small_tree();
+        let (work, dev, run) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let fifo = work.path().join("ready");
+        assert!(Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        // A helper that leaves a process behind: had it inherited the descriptor, the
+        // reader would see no end of file until that process exits.
+        let rules = work.path().join("50-bg.rules");
+        std::fs::write(
+            &rules,
+            "SUBSYSTEM==\"tty\", RUN+=\"/bin/sh -c 'sleep 5 &'\"\n",
+        )
+        .unwrap();
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&fifo)
+            .unwrap();
+        let binary = std::env::var_os("UEVD_TEST_BINARY")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_uevd").into());
+        let mut daemon = Command::new("/bin/sh")
+            .args(["-c", "exec \"$@\" 3>\"$READY\"", "sh"])
+            .arg(binary)
+            .args(["daemon", "--modprobe", "none", "--ready-fd", "3"])
+            .arg("--sysfs")
+            .arg(sys.root())
+            .arg("--dev")
+            .arg(dev.path())
+            .arg("--run")
+            .arg(run.path())
+            .arg("--rules")
+            .arg(&rules)
+            .env("READY", &fifo)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let (mut got, mut newline_at) = (Vec::new(), None);
+        let deadline = Instant::now() + TIMEOUT;
+        let eof = loop {
+            assert!(Instant::now() < deadline, "no readiness: {got:?}");
+            let mut buf = [0u8; 16];
+            match std::io::Read::read(&mut &reader, &mut buf) {
+                // End of file: only once the writer was there (before, a FIFO reads empty).
+                Ok(0) if newline_at.is_some() => break Instant::now(),
+                Ok(0) => {}
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    newline_at.get_or_insert_with(Instant::now);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(got, b"\n");
+        let waited = eof - newline_at.unwrap();
+        assert!(
+            waited < Duration::from_secs(2),
+            "end of file {waited:?} after the newline"
+        );
+        assert!(dev.path().join("tty0").exists(), "ready after coldplug");
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&daemon),
+            rustix::process::Signal::TERM,
+        );
+        assert!(daemon.wait().unwrap().success());
     })
     .unwrap();
 }

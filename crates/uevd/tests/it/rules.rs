@@ -3,6 +3,7 @@
 
 use super::daemon::{listing, Daemon};
 use super::util::{db_record, uevd, TIMEOUT};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use uevd_testkit::{event, in_private_netns, Action, FakeSysfs, Injector};
@@ -80,7 +81,7 @@ fn rules_set_nodes_links_properties_and_run_helpers_after_the_node_exists() {
 SUBSYSTEM=="tty", KERNEL=="ttyUSB*", SUBSYSTEMS=="usb", ATTRS{{idVendor}}=="abcd", \
   GROUP="20", MODE="0660", SYMLINK+="serial/by-id/usb-$attr{{serial}}", \
   ENV{{ID_TEST}}="yes", TAG+="uaccess", \
-  RUN+="/bin/sh -c 'test -c {dev}/%k && echo $ID_TEST $DEVNAME $DEVLINKS > {out}'"
+  RUN+="/bin/sh -c 'test -c {dev}/%k && echo $ID_TEST $DEVNAME $DEVLINKS `umask` > {out}'"
 ENV{{DEVTYPE}}=="usb_interface", ENV{{ID_IFACE_RULE}}="iface", ENV{{ID_IFACE_KERNEL}}="%k", TAG+="seat"
 SUBSYSTEM=="tty", IMPORT{{parent}}="ID_IFACE_*"
 SUBSYSTEM=="tty", TAGS=="seat", ENV{{PARENT_SEAT}}="1"
@@ -110,9 +111,23 @@ BROKEN_KEY=="1", MODE="0666"
         }
         assert_eq!(
             wait_for_file(&out),
-            "yes /dev/ttyUSB0 /dev/serial/by-id/usb-XY_Z1\n",
-            "the RUN helper saw the node and the rules' environment"
+            "yes /dev/ttyUSB0 /dev/serial/by-id/usb-XY_Z1 0022\n",
+            "the RUN helper saw the node and the rules' environment, with udevd's umask"
         );
+        // Link claims are root's alone: a claim planted by anyone else would steal a link.
+        let links = d.run.path().join("links");
+        let modes: Vec<(String, u32)> = walkdir(&links)
+            .into_iter()
+            .map(|p| {
+                let mode = std::fs::symlink_metadata(&p).unwrap().permissions().mode() & 0o7777;
+                (p.strip_prefix(&links).unwrap().display().to_string(), mode)
+            })
+            .collect();
+        assert!(modes.len() >= 3, "{modes:?}");
+        for (path, mode) in &modes {
+            let dir = std::fs::symlink_metadata(links.join(path)).unwrap().is_dir();
+            assert_eq!(*mode, if dir { 0o755 } else { 0o644 }, "{path}");
+        }
         let record = db_record(d.run.path(), "c188:0");
         assert!(record.contains("E:ID_TEST=yes\n"), "{record}");
         assert!(record.contains("G:uaccess\n"), "{record}");
@@ -645,4 +660,15 @@ fn kmod_loads_through_modprobe_and_missing_builtins_are_named() {
         assert!(transcript.contains("builtin 'uaccess' is not implemented"), "{transcript}");
     })
     .unwrap();
+}
+
+/// Every path below `dir` (not following links), `dir` included.
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut all = vec![dir.to_owned()];
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            all.extend(walkdir(&e.unwrap().path()));
+        }
+    }
+    all
 }
