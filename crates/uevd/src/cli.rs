@@ -274,6 +274,8 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn run_daemon(args: &DaemonArgs) -> ExitCode {
+    // Whatever the daemon's parent left open stays with the daemon: helpers get stdio only.
+    crate::spawn::keep_inherited_fds_from_helpers();
     crate::memory::use_one_heap();
     crate::log::set_level(args.log_level);
     crate::log::set_kmsg(args.log_format == LogFormat::Kmsg);

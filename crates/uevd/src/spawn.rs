@@ -29,6 +29,28 @@ pub fn helper_command(program: &Path) -> Command {
     cmd
 }
 
+/// Marks every descriptor above stderr that the process inherited close-on-exec, so that
+/// helpers started later get only their stdio (as udevd's do). Call it first thing, before
+/// the process opens anything of its own (which is close-on-exec anyway).
+pub fn keep_inherited_fds_from_helpers() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: `fd` was listed as open just now, before this process opened anything but
+        // the listing (closed again); it is borrowed only for these two calls.
+        #[allow(unsafe_code)]
+        let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
+        if let Ok(flags) = rustix::io::fcntl_getfd(fd) {
+            let _ = rustix::io::fcntl_setfd(fd, flags | rustix::io::FdFlags::CLOEXEC);
+        }
+    }
+}
+
 /// Where udev looks for helpers named without a path.
 pub const HELPER_DIRS: [&str; 2] = ["/usr/lib/udev", "/lib/udev"];
 

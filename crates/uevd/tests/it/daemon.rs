@@ -343,9 +343,15 @@ fn ready_fd_gets_one_newline_then_eof_and_helpers_never_inherit_it() {
         // A helper that leaves a process behind: had it inherited the descriptor, the
         // reader would see no end of file until that process exits.
         let rules = work.path().join("50-bg.rules");
+        // And one that tells whether it got a descriptor the daemon's parent left open.
+        let leak = work.path().join("leaked");
         std::fs::write(
             &rules,
-            "SUBSYSTEM==\"tty\", RUN+=\"/bin/sh -c 'sleep 5 &'\"\n",
+            format!(
+                "SUBSYSTEM==\"tty\", RUN+=\"/bin/sh -c 'sleep 5 &'\"\n\
+                 SUBSYSTEM==\"tty\", RUN+=\"/bin/sh -c 'test -e /proc/self/fd/7 && touch {}'\"\n",
+                leak.display()
+            ),
         )
         .unwrap();
         let reader = std::fs::OpenOptions::new()
@@ -356,7 +362,7 @@ fn ready_fd_gets_one_newline_then_eof_and_helpers_never_inherit_it() {
         let binary = std::env::var_os("UEVD_TEST_BINARY")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_uevd").into());
         let mut daemon = Command::new("/bin/sh")
-            .args(["-c", "exec \"$@\" 3>\"$READY\"", "sh"])
+            .args(["-c", "exec \"$@\" 3>\"$READY\" 7</dev/null", "sh"])
             .arg(binary)
             .args(["daemon", "--modprobe", "none", "--ready-fd", "3"])
             .arg("--sysfs")
@@ -397,6 +403,10 @@ fn ready_fd_gets_one_newline_then_eof_and_helpers_never_inherit_it() {
             "end of file {waited:?} after the newline"
         );
         assert!(dev.path().join("tty0").exists(), "ready after coldplug");
+        assert!(
+            !leak.exists(),
+            "a helper inherited the daemon's descriptor 7"
+        );
         let _ = rustix::process::kill_process(
             rustix::process::Pid::from_child(&daemon),
             rustix::process::Signal::TERM,
