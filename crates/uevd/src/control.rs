@@ -16,8 +16,9 @@
 //! | `watch-uuid UUID` | `ok`, then `processed DEVPATH` for every event carrying `SYNTH_UUID=UUID` once it is fully processed, until the client closes |
 
 use crate::log::Level;
+use rustix::net::RecvFlags;
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -124,7 +125,10 @@ pub enum ClientError {
 
 /// A connection to the daemon.
 pub struct Client {
-    reader: BufReader<UnixStream>,
+    stream: UnixStream,
+    /// Bytes received after the last whole line handed out: a line may arrive in pieces, and
+    /// a wait that times out must not lose what came of it.
+    partial: Vec<u8>,
 }
 
 impl Client {
@@ -137,37 +141,69 @@ impl Client {
             source,
         })?;
         Ok(Client {
-            reader: BufReader::new(stream),
+            stream,
+            partial: Vec::new(),
         })
     }
 
     /// Sends one request line.
     pub fn send(&mut self, request: &Request) -> Result<(), ClientError> {
-        let mut stream = self.reader.get_ref();
-        stream.write_all(format!("{request}\n").as_bytes())?;
+        (&self.stream).write_all(format!("{request}\n").as_bytes())?;
         Ok(())
+    }
+
+    /// A whole line already received, if any.
+    fn take_line(&mut self) -> Option<String> {
+        let end = self.partial.iter().position(|&b| b == b'\n')?;
+        let line = String::from_utf8_lossy(&self.partial[..end]).into_owned();
+        self.partial.drain(..=end);
+        Some(line)
     }
 
     /// Reads the next line, waiting until `deadline`. `Ok(None)`: the daemon closed.
     pub fn read_line(&mut self, deadline: Instant) -> Result<Option<String>, ClientError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ClientError::Timeout(Duration::ZERO));
-        }
-        self.reader.get_ref().set_read_timeout(Some(left))?;
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => Ok(None),
-            Ok(_) => Ok(Some(line.trim_end_matches('\n').to_owned())),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Err(ClientError::Timeout(left))
+        loop {
+            if let Some(line) = self.take_line() {
+                return Ok(Some(line));
             }
-            Err(e) => Err(e.into()),
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::Timeout(Duration::ZERO));
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            if !self.receive(RecvFlags::empty())? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The next line if one has arrived, without waiting. `Ok(None)`: none yet.
+    pub fn poll_line(&mut self) -> Result<Option<String>, ClientError> {
+        loop {
+            if let Some(line) = self.take_line() {
+                return Ok(Some(line));
+            }
+            if !self.receive(RecvFlags::DONTWAIT)? {
+                return Err(ClientError::Closed);
+            }
+            if !self.partial.contains(&b'\n') {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Receives what is there into `partial`; false once the daemon has closed. A wait that
+    /// ends without data (timeout, or nothing there with `DONTWAIT`) is not an error here.
+    fn receive(&mut self, flags: RecvFlags) -> Result<bool, ClientError> {
+        let mut chunk = [0u8; 4096];
+        match rustix::net::recv(&self.stream, &mut chunk[..], flags) {
+            Ok((0, _)) => Ok(false),
+            Ok((n, _)) => {
+                self.partial.extend_from_slice(&chunk[..n]);
+                Ok(true)
+            }
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => Ok(true),
+            Err(e) => Err(io::Error::from(e).into()),
         }
     }
 

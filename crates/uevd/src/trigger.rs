@@ -169,7 +169,7 @@ fn trigger(args: &TriggerArgs) -> Result<u8, TriggerError> {
         line.push_str(&format!(" {k}={v}"));
     }
     let mut waiting = BTreeSet::new();
-    let mut failed = 0;
+    let (mut triggered, mut failed) = (0, 0);
     for devpath in &devices {
         if args.verbose {
             println!("{}{devpath}", args.sysfs.display());
@@ -177,11 +177,12 @@ fn trigger(args: &TriggerArgs) -> Result<u8, TriggerError> {
         if args.dry_run {
             continue;
         }
+        // Waited for from before the write: its answer may come before the write returns.
+        waiting.insert(devpath.as_str());
         match std::fs::write(sysfs.uevent_path(devpath), &line) {
-            Ok(()) => {
-                waiting.insert(devpath.as_str());
-            }
+            Ok(()) => triggered += 1,
             Err(e) => {
+                waiting.remove(devpath.as_str());
                 failed += 1;
                 eprintln!(
                     "uevd trigger: cannot write {:?} to {}: {e}",
@@ -190,12 +191,18 @@ fn trigger(args: &TriggerArgs) -> Result<u8, TriggerError> {
                 );
             }
         }
+        // Take the answers in as they come, so that the daemon never has thousands queued
+        // for a reader still busy writing.
+        if let Some(client) = &mut watch {
+            while let Some(line) = client.poll_line()? {
+                if let Some(done) = line.strip_prefix("processed ") {
+                    waiting.remove(done);
+                }
+            }
+        }
     }
     if args.verbose || args.wait {
-        eprintln!(
-            "uevd trigger: {} device(s) triggered with SYNTH_UUID={uuid}",
-            waiting.len()
-        );
+        eprintln!("uevd trigger: {triggered} device(s) triggered with SYNTH_UUID={uuid}");
     }
 
     if let Some(client) = &mut watch {

@@ -1158,11 +1158,13 @@ impl Daemon {
     fn accept(&mut self) {
         let mut failed = Vec::new();
         for (fd, token) in self.server.accept(CLIENTS) {
+            // Edge-triggered: the server reads until nothing is left, and hears when a client
+            // that had answers waiting can take more.
             if let Err(e) = epoll::add(
                 &self.epoll,
                 fd,
                 epoll::EventData::new_u64(token),
-                epoll::EventFlags::IN,
+                epoll::EventFlags::IN | epoll::EventFlags::OUT | epoll::EventFlags::ET,
             ) {
                 warn!("control: cannot watch a client: {e}");
                 failed.push(token);

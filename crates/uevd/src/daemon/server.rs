@@ -27,16 +27,52 @@ enum State {
     Watching(String),
     /// Waiting for the daemon to reload.
     Reloading,
+    /// Answered: closed once the answer is out.
+    Closing,
 }
 
 struct Conn {
     stream: UnixStream,
     buf: Vec<u8>,
     state: State,
+    /// Answers the client has not taken yet (from `sent` on).
+    out: Vec<u8>,
+    sent: usize,
+}
+
+impl Conn {
+    /// Writes what the socket takes of the pending output.
+    fn flush(&mut self) -> io::Result<()> {
+        while self.sent < self.out.len() {
+            match (&self.stream).write(&self.out[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+        } else if self.sent > self.out.len() / 2 {
+            self.out.drain(..self.sent);
+            self.sent = 0;
+        }
+        Ok(())
+    }
+
+    fn unsent(&self) -> usize {
+        self.out.len() - self.sent
+    }
 }
 
 /// Longest request line accepted.
 const MAX_LINE: usize = 512;
+
+/// Most answers kept for a client that does not read them yet — 4 MiB, some 40 000
+/// `processed` lines of a `trigger --wait`; past that the client is dropped.
+const MAX_UNSENT: usize = 4 << 20;
 
 /// The listening socket and its clients.
 pub struct ControlServer {
@@ -123,6 +159,8 @@ impl ControlServer {
                         stream,
                         buf: Vec::new(),
                         state: State::Reading,
+                        out: Vec::new(),
+                        sent: 0,
                     },
                 );
                 tokens.push(token);
@@ -139,12 +177,24 @@ impl ControlServer {
         self.clients.remove(&token);
     }
 
-    /// Handles input from client `token`. `idle` says whether the queue is empty now;
+    /// Handles client `token` becoming readable or writable: sends what it can take of its
+    /// pending answers, and reads its request. `idle` says whether the queue is empty now;
     /// `stats` is the answer to `stats`.
     pub fn read(&mut self, token: u64, idle: bool, stats: &[String]) -> Vec<ServerAction> {
         let Some(conn) = self.clients.get_mut(&token) else {
             return Vec::new();
         };
+        if let Err(e) = conn.flush() {
+            warn!("control: dropping a client: {e}");
+            self.clients.remove(&token);
+            return Vec::new();
+        }
+        if matches!(conn.state, State::Closing) {
+            if conn.unsent() == 0 {
+                self.clients.remove(&token);
+            }
+            return Vec::new();
+        }
         let mut chunk = [0u8; 512];
         let closed = loop {
             match (&conn.stream).read(&mut chunk) {
@@ -156,8 +206,12 @@ impl ControlServer {
             }
         };
         if closed {
-            self.clients.remove(&token);
-            return Vec::new();
+            // A last request without its newline is still a request (`printf ping | …`).
+            if !matches!(conn.state, State::Reading) || conn.buf.is_empty() {
+                self.clients.remove(&token);
+                return Vec::new();
+            }
+            conn.buf.push(b'\n');
         }
         if !matches!(conn.state, State::Reading) {
             // Clients say nothing after their request; ignore chatter.
@@ -210,24 +264,38 @@ impl ControlServer {
         Vec::new()
     }
 
-    /// Writes `text` and a newline to `token`; a client that cannot take it is dropped.
+    /// Writes `text` and a newline to `token`, keeping what the socket cannot take yet for
+    /// when it can; a client that lets [`MAX_UNSENT`] pile up, or whose socket broke, is
+    /// dropped.
     fn send(&mut self, token: u64, text: &str) {
         let Some(conn) = self.clients.get_mut(&token) else {
             return;
         };
-        let mut line = String::with_capacity(text.len() + 1);
-        line.push_str(text);
-        line.push('\n');
-        if let Err(e) = (&conn.stream).write_all(line.as_bytes()) {
-            warn!("control: dropping a client that does not read its answers: {e}");
+        conn.out.extend_from_slice(text.as_bytes());
+        conn.out.push(b'\n');
+        let result = match conn.flush() {
+            Ok(()) if conn.unsent() > MAX_UNSENT => Err(format!(
+                "it leaves {} bytes of answers unread",
+                conn.unsent()
+            )),
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            warn!("control: dropping a client: {e}");
             self.clients.remove(&token);
         }
     }
 
-    /// Sends the final answer and closes.
+    /// Sends the final answer and closes (once the client has taken it).
     pub fn reply_and_close(&mut self, token: u64, text: &str) {
         self.send(token, text);
-        self.clients.remove(&token);
+        match self.clients.get_mut(&token) {
+            Some(conn) if conn.unsent() > 0 => conn.state = State::Closing,
+            _ => {
+                self.clients.remove(&token);
+            }
+        }
     }
 
     /// Tells `watch-uuid` clients about a processed event of their transaction.

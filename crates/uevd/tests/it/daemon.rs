@@ -417,6 +417,64 @@ fn ready_fd_gets_one_newline_then_eof_and_helpers_never_inherit_it() {
 }
 
 #[test]
+fn a_transaction_watcher_busy_elsewhere_gets_every_answer_once_it_reads() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let d = Daemon::start(sys.root(), &["--no-coldplug"]);
+        let uuid = "0b2c3d4e-1111-4222-8333-944455556666";
+        let mut watcher = uevd::control::Client::connect(d.run.path()).unwrap();
+        watcher
+            .send(&uevd::control::Request::WatchUuid(uuid.into()))
+            .unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        assert_eq!(watcher.read_line(deadline).unwrap().as_deref(), Some("ok"));
+        // Like `trigger --wait` over thousands of devices: far more answers than a socket
+        // buffer holds arrive while the watcher is not reading.
+        let tag = unique("watch");
+        let n = 3000;
+        let events: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                event(Action::Change, &format!("/devices/virtual/{tag}/d{i}"), "t")
+                    .var("SYNTH_UUID", uuid)
+                    .to_bytes()
+            })
+            .collect();
+        Injector::open().unwrap().send_all(&events).unwrap();
+        d.wait_for_stat("processed", n as u64, TIMEOUT);
+        let mut answered = std::collections::BTreeSet::new();
+        while answered.len() < n {
+            match watcher.read_line(deadline) {
+                Ok(Some(line)) => {
+                    let devpath = line.strip_prefix("processed ").expect("a processed line");
+                    assert!(answered.insert(devpath.to_owned()), "twice: {devpath}");
+                }
+                other => panic!("after {} answers: {other:?}", answered.len()),
+            }
+        }
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_request_cut_short_by_the_end_of_input_is_still_answered() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let d = Daemon::start(sys.root(), &["--no-coldplug"]);
+        // `printf ping | socat - UNIX-CONNECT:…`: no newline, then the write side closes.
+        let mut s = std::os::unix::net::UnixStream::connect(d.run.path().join("control")).unwrap();
+        std::io::Write::write_all(&mut s, b"ping").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+        assert_eq!(answer, "ok\n");
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
 fn restart_neither_redoes_work_nor_keeps_stale_nodes() {
     in_private_netns(|| {
         let sys = small_tree();
