@@ -729,10 +729,12 @@ impl Daemon {
         Ok(())
     }
 
-    /// Nothing queued, in flight, waiting for helpers, or left in the kernel's buffer (the
-    /// queue was full, or one call read its limit).
+    /// Nothing queued, in flight, waiting for helpers, left in the kernel's buffer (the
+    /// queue was full, or one call read its limit), or lost and waiting for a resync.
     fn is_idle(&self) -> bool {
-        !self.kernel_backlog
+        // A resync still due means events were lost: what is processed is not the truth yet.
+        self.resync_due.is_none()
+            && !self.kernel_backlog
             && self.queue.is_idle()
             && self.pool.in_flight() == 0
             && self.chains.is_empty()
@@ -964,7 +966,11 @@ impl Daemon {
             Duration::ZERO
         };
         let earliest = self.last_resync.map_or(now, |t| t + interval);
-        warn!("kernel uevents were lost (receive buffer overflow); resyncing from sysfs");
+        // Once per resync to come: while degraded, overflows are counted in `stats`, not
+        // logged one by one.
+        if self.resync_due.is_none() {
+            warn!("kernel uevents were lost (receive buffer overflow); resyncing from sysfs");
+        }
         self.resync_due = Some(
             self.resync_due
                 .map_or(earliest, |d| d.min(earliest))

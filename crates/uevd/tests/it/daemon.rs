@@ -745,14 +745,11 @@ fn overflow_ends_in_a_reconciled_state() {
             .collect();
         inj.send_all(&adds).unwrap();
         d.child.signal(Signal::CONT).unwrap();
-        let deadline = Instant::now() + TIMEOUT;
-        while d.stats()["resyncs"] < 1 {
-            assert!(Instant::now() < deadline, "no resync: {:?}", d.stats());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // Settled means reconciled: the answer waits for the resync the overflow calls for.
         d.settle();
         let stats = d.stats();
         assert!(stats["overflows"] >= 1, "{stats:?}");
+        assert!(stats["resyncs"] >= 1, "{stats:?}");
         assert!(
             stats["received"] < n as u64,
             "the buffer really overflowed: {stats:?}"
@@ -960,6 +957,81 @@ fn a_burst_larger_than_the_queue_waits_in_the_kernel_buffer_and_settle_waits_for
             );
             d.stop();
         }
+    })
+    .unwrap();
+}
+
+#[test]
+fn recurring_overflows_make_the_daemon_degraded_and_settle_waits_for_the_deferred_resync() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let tag = unique("storm");
+        let (bursts, n) = (3, 200);
+        let devpath = |b: usize, i: usize| format!("/devices/virtual/{tag}/b{b}d{i}");
+        let mut d = Daemon::start(sys.root(), &["--no-coldplug", "--recv-buffer", "1"]);
+        let inj = Injector::open().unwrap();
+        for b in 0..bursts {
+            // This burst's devices appear (a resync of an earlier burst does not see them).
+            for i in 0..n {
+                let minor = (b * n + i).to_string();
+                sys.device(
+                    &devpath(b, i),
+                    "widget",
+                    &[
+                        ("MAJOR", "243"),
+                        ("MINOR", &minor),
+                        ("DEVNAME", &format!("s{minor}")),
+                    ],
+                )
+                .unwrap();
+            }
+            let before = d.stats()["overflows"];
+            // Frozen, the daemon's tiny buffer overflows while a burst of devices appears.
+            d.child.signal(Signal::STOP).unwrap();
+            let adds: Vec<Vec<u8>> = (0..n)
+                .map(|i| {
+                    let minor = (b * n + i).to_string();
+                    event(Action::Add, &devpath(b, i), "widget")
+                        .var("MAJOR", "243")
+                        .var("MINOR", &minor)
+                        .var("DEVNAME", format!("s{minor}"))
+                        .to_bytes()
+                })
+                .collect();
+            inj.send_all(&adds).unwrap();
+            d.child.signal(Signal::CONT).unwrap();
+            d.wait_for_stat("overflows", before + 1, TIMEOUT);
+        }
+        let stats = d.stats();
+        assert_eq!(stats["degraded"], 1, "{stats:?}");
+        // The third resync waits for the rate limit; settle waits for it.
+        d.settle();
+        let mut expect: Vec<String> = (0..bursts * n)
+            .map(|m| format!("s{m} c 243:{m} 600 0:0"))
+            .collect();
+        expect.sort();
+        let got = listing(d.dev.path());
+        assert!(
+            got == expect,
+            "{} of {} nodes after settle",
+            got.len(),
+            expect.len()
+        );
+        let stats = d.stats();
+        let said = d.child.wait_for(
+            TIMEOUT,
+            |l| matches!(l, Line::Err(s) if s.contains("degraded:")),
+        );
+        assert!(said.is_some(), "{}", d.child.transcript());
+        let log = d.child.transcript();
+        assert_eq!(log.matches("degraded:").count(), 1, "{log}");
+        // One warning per resync at most, not one per overflow.
+        let warned = log.matches("kernel uevents were lost").count() as u64;
+        assert!(
+            warned >= 1 && warned <= stats["resyncs"],
+            "{stats:?}\n{log}"
+        );
+        d.stop();
     })
     .unwrap();
 }
