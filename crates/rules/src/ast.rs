@@ -2,8 +2,8 @@
 //!
 //! Every `KEY{attr} OP "value"` of a rule line becomes one [`Token`]. As in udev 252, the match
 //! tokens of a line are kept sorted by [`Key::match_rank`] (cheap string compares first,
-//! parent walks next, programs and imports last) and run before the
-//! assignments, which keep their written order. Values are classified once: match values become
+//! parent walks next, programs and imports last) and run before the assignments, which are
+//! sorted by kind as udev sorts them ([`Key::line_rank`]). Values are classified once: match values become
 //! [`Pattern`]s, everything that is substituted becomes a [`Template`].
 
 use std::sync::Arc;
@@ -181,13 +181,14 @@ pub enum Key {
     /// `RESULT==`
     Result(Pattern),
 
-    // ---- assignments, kept in written order ----
+    // ---- assignments, run in the order of `Key::line_rank` ----
     /// `OPTIONS+="string_escape=none|replace"`
     StringEscape(Escape),
     /// `OPTIONS+="db_persist"`
     DbPersist,
     /// `OPTIONS+="if_exists=run|skip|error"` (a uevd extension, after vdev): what the `RUN`
-    /// programs added later on the line do when the device node existed before the event.
+    /// programs of the line (and those added later) do when the device node existed before
+    /// the event.
     IfExists(ExistingNode),
     /// `OPTIONS+="watch"` / `"nowatch"`
     Watch(bool),
@@ -262,7 +263,7 @@ pub enum Escape {
 }
 
 impl Key {
-    /// Sort rank among match keys (`None` for assignments, which keep their order).
+    /// Sort rank among match keys (`None` for assignments: see [`Key::line_rank`]).
     pub(crate) fn match_rank(&self) -> Option<u8> {
         Some(match self {
             Key::Action(_) | Key::Mdev(_) | Key::MdevDefault => 0,
@@ -298,6 +299,42 @@ impl Key {
         })
     }
 
+    /// Where the token goes on its line: matches by [`Key::match_rank`], then assignments in
+    /// the order of udev 252's token types (`OPTIONS`, `OWNER`/`GROUP`/`MODE`, `TAG`,
+    /// `SECLABEL`, `ENV`, `NAME`, `SYMLINK`, `ATTR`, `SYSCTL`, `RUN`), each kind in written
+    /// order. udev sorts a line's tokens so: `SYMLINK+="$env{X}", ENV{X}="y"` sees `y`.
+    pub(crate) fn line_rank(&self) -> u8 {
+        if let Some(rank) = self.match_rank() {
+            return rank;
+        }
+        match self {
+            Key::StringEscape(Escape::None) => 30,
+            Key::StringEscape(Escape::Replace) => 31,
+            Key::DbPersist => 32,
+            Key::Watch(_) => 33,
+            Key::LinkPriority(_) => 34,
+            Key::LogLevel(_) | Key::IfExists(_) => 35,
+            Key::Owner(_) => 36,
+            Key::Group(_) => 37,
+            Key::Mode(_) => 38,
+            Key::OwnerId(_) => 39,
+            Key::GroupId(_) => 40,
+            Key::ModeId(_) => 41,
+            Key::TagAssign(_) => 42,
+            Key::StaticNode(_) => 43,
+            Key::Seclabel(..) => 44,
+            Key::EnvAssign(..) => 45,
+            Key::NameAssign(_) => 46,
+            Key::SymlinkAssign(_) => 47,
+            Key::AttrAssign(..) => 48,
+            Key::SysctlAssign(..) => 49,
+            Key::RunBuiltin(..) => 50,
+            Key::RunProgram(_) => 51,
+            // mdev.conf lines are built in their own order, never sorted.
+            _ => 60,
+        }
+    }
+
     /// Is this one of the keys that must all match on the same parent device?
     pub fn is_parent_match(&self) -> bool {
         // Asked for every token of every line evaluated: a variant test, not a rank lookup.
@@ -330,7 +367,7 @@ pub struct Line {
     pub file: u32,
     /// 1-based number of the line's first physical line.
     pub number: u32,
-    /// Match tokens (sorted by evaluation order) then assignments (written order).
+    /// Match tokens, then assignments, each sorted as udev sorts them ([`Key::line_rank`]).
     pub tokens: Vec<Token>,
     /// `LABEL="…"` on this line.
     pub label: Option<Box<str>>,

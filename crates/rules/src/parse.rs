@@ -774,18 +774,14 @@ impl FileParser<'_> {
             op,
             text: text.into(),
         };
-        match token.key.match_rank() {
-            Some(rank) => {
-                // Stable insertion after every match token of lower or equal rank.
-                let index = line
-                    .tokens
-                    .iter()
-                    .position(|t| t.key.match_rank().is_none_or(|r| r > rank))
-                    .unwrap_or(line.tokens.len());
-                line.tokens.insert(index, token);
-            }
-            None => line.tokens.push(token),
-        }
+        // Stable insertion after every token of lower or equal rank.
+        let rank = token.key.line_rank();
+        let index = line
+            .tokens
+            .iter()
+            .position(|t| t.key.line_rank() > rank)
+            .unwrap_or(line.tokens.len());
+        line.tokens.insert(index, token);
         Ok(())
     }
 

@@ -63,15 +63,26 @@ LABEL="end""#;
     let (rules, diags) = parse(text);
     assert!(diags.is_empty(), "{diags:?}");
     let keys: Vec<&Key> = rules.lines[0].tokens.iter().map(|t| &t.key).collect();
-    assert!(matches!(keys[0], Key::NameAssign(_)));
-    assert_eq!(keys[2], &Key::OwnerId(1000));
-    assert_eq!(keys[3], &Key::GroupId(6));
-    assert_eq!(keys[4], &Key::ModeId(0o660));
-    assert!(matches!(keys[11], Key::RunBuiltin(Builtin::Kmod, _)));
-    assert_eq!(keys[12], &Key::Watch(true));
-    assert_eq!(keys[13], &Key::LinkPriority(-100));
-    assert_eq!(keys[17], &Key::Watch(false));
-    assert_eq!(rules.lines[0].tokens[17].op, Op::AssignFinal);
+    // Sorted by kind as udev 252 sorts them, each kind in written order.
+    assert_eq!(keys[0], &Key::StringEscape(Escape::Replace));
+    assert_eq!(keys[1], &Key::DbPersist);
+    assert_eq!(keys[2], &Key::Watch(true));
+    assert_eq!(keys[3], &Key::Watch(false));
+    assert_eq!(rules.lines[0].tokens[3].op, Op::AssignFinal);
+    assert_eq!(keys[4], &Key::LinkPriority(-100));
+    assert_eq!(keys[6], &Key::OwnerId(1000));
+    assert_eq!(keys[7], &Key::GroupId(6));
+    assert_eq!(keys[8], &Key::ModeId(0o660));
+    assert!(matches!(keys[9], Key::TagAssign(_)));
+    assert!(matches!(keys[10], Key::StaticNode(_)));
+    assert!(matches!(keys[11], Key::Seclabel(..)));
+    assert!(matches!(keys[12], Key::EnvAssign(..)));
+    assert!(matches!(keys[13], Key::NameAssign(_)));
+    assert!(matches!(keys[14], Key::SymlinkAssign(_)));
+    assert!(matches!(keys[15], Key::AttrAssign(..)));
+    assert!(matches!(keys[16], Key::SysctlAssign(..)));
+    assert!(matches!(keys[17], Key::RunBuiltin(Builtin::Kmod, _)));
+    assert!(matches!(keys[18], Key::RunProgram(_)));
     assert_eq!(rules.lines[0].goto_line, Some(1));
     assert_eq!(rules.lines[1].label.as_deref(), Some("end"));
     let flags = rules.lines[0].flags;
@@ -83,13 +94,14 @@ fn operators() {
     let (rules, diags) = parse(r#"KERNEL!="a", ENV{A}="1", ENV{B}+="2", TAG-="t", ENV{C}:="3""#);
     assert!(diags.is_empty(), "{diags:?}");
     let ops: Vec<Op> = rules.lines[0].tokens.iter().map(|t| t.op).collect();
+    // TAG sorts before ENV (udev's order of kinds); the ENVs keep theirs.
     assert_eq!(
         ops,
         [
             Op::NoMatch,
+            Op::Remove,
             Op::Assign,
             Op::Add,
-            Op::Remove,
             Op::AssignFinal
         ]
     );

@@ -260,6 +260,15 @@ fn assignments_and_substitutions_agree_with_udevadm_on_real_devices() {
 }
 
 #[test]
+fn assignments_run_in_udevs_order_of_kinds_on_real_devices() {
+    if available() {
+        for dev in real_devices() {
+            compare("25-line-order.rules", dev);
+        }
+    }
+}
+
+#[test]
 fn goto_and_label_agree_with_udevadm() {
     if available() {
         for dev in real_devices() {
