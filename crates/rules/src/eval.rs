@@ -1,7 +1,7 @@
 //! Running a compiled rule set for one event.
 //!
 //! [`evaluate`] walks the lines in order as systemd-udevd 252 does: a line whose match tokens
-//! all pass has its assignments applied in written order and may `GOTO` forward; the parent
+//! all pass has its assignments applied in udev's order of kinds and may `GOTO` forward; the parent
 //! keys (`KERNELS`, `SUBSYSTEMS`, `DRIVERS`, `ATTRS`, `TAGS`) of a line must all match on the
 //! same device, found by walking up from the event's device. Everything outside the event —
 //! sysfs, programs, builtins, attribute writes — goes through the [`Host`] trait, so the
