@@ -665,11 +665,11 @@ impl Evaluator<'_> {
             Key::LogLevel(_) | Key::StaticNode(_) => {}
             Key::OwnerId(id) => {
                 final_guard!(owner);
-                state.uid = Some(*id);
+                state.uid = (*id != crate::parse::NO_ID).then_some(*id);
             }
             Key::GroupId(id) => {
                 final_guard!(group);
-                state.gid = Some(*id);
+                state.gid = (*id != crate::parse::NO_ID).then_some(*id);
             }
             Key::ModeId(m) => {
                 final_guard!(mode);
@@ -678,7 +678,7 @@ impl Evaluator<'_> {
             Key::Owner(t) => {
                 final_guard!(owner);
                 let name = self.expand(t, state, false);
-                match self.host.user(&name) {
+                match crate::parse::parse_id(&name).or_else(|| self.host.user(&name)) {
                     Some(id) => state.uid = Some(id),
                     None => self.warn(
                         line,
@@ -691,7 +691,7 @@ impl Evaluator<'_> {
             Key::Group(t) => {
                 final_guard!(group);
                 let name = self.expand(t, state, false);
-                match self.host.group(&name) {
+                match crate::parse::parse_id(&name).or_else(|| self.host.group(&name)) {
                     Some(id) => state.gid = Some(id),
                     None => self.warn(
                         line,

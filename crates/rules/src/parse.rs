@@ -624,7 +624,7 @@ impl FileParser<'_> {
                     op = Op::Assign;
                 }
                 let owner = key == "OWNER";
-                if let Ok(id) = value.parse::<u32>() {
+                if let Some(id) = parse_id(value) {
                     if owner {
                         Key::OwnerId(id)
                     } else {
@@ -641,8 +641,17 @@ impl FileParser<'_> {
                         match (id, owner) {
                             (Some(id), true) => Key::OwnerId(id),
                             (Some(id), false) => Key::GroupId(id),
-                            (None, true) => return err(at, format!("unknown user '{value}'")),
-                            (None, false) => return err(at, format!("unknown group '{value}'")),
+                            // As udev 252: the key stays, with "no id" (the owner or group
+                            // is unset again), and so does the rest of the line.
+                            (None, _) => {
+                                let what = if owner { "user" } else { "group" };
+                                warnings.push((at, format!("unknown {what} '{value}', ignoring")));
+                                if owner {
+                                    Key::OwnerId(NO_ID)
+                                } else {
+                                    Key::GroupId(NO_ID)
+                                }
+                            }
                         }
                     } else if owner {
                         Key::Owner(t)
@@ -665,10 +674,14 @@ impl FileParser<'_> {
                     None => {
                         let t = template(value, warnings);
                         if t.is_plain() {
-                            return err(
+                            // As udev: the key is dropped, the rest of the line stays.
+                            warnings.push((
                                 at,
-                                format!("invalid mode '{value}': expected octal, as in 0660"),
-                            );
+                                format!(
+                                    "invalid mode '{value}': expected octal, as in 0660; ignoring"
+                                ),
+                            ));
+                            return Ok(());
                         }
                         Key::Mode(t)
                     }
@@ -822,6 +835,22 @@ fn attr_name(name: &str, mut template: impl FnMut(&str) -> Template) -> AttrName
     } else {
         AttrName::Plain(name.into())
     }
+}
+
+/// The id of an `OWNER`/`GROUP` whose name is unknown: udev's `(uid_t) -1`, which leaves
+/// the owner or group unset.
+pub const NO_ID: u32 = u32::MAX;
+
+/// A numeric user or group id as udev takes one (`parse_uid`): decimal digits, and neither
+/// `-1` nor its 16-bit form 65535, which mean "no id".
+pub fn parse_id(value: &str) -> Option<u32> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|&id| id != NO_ID && id != 65535)
 }
 
 /// Parses an octal permission value as udev's `parse_mode` does.

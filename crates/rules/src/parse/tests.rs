@@ -163,9 +163,9 @@ fn error_messages() {
         ("KERNEL", "t.rules:1:1: error: invalid key/value pair 'KERNEL': no operator"),
         ("KERNEL ~ \"a\"", "t.rules:1:8: error: KERNEL: expected an operator (==, !=, =, +=, -=, :=)"),
         ("ATTR{x\"=\"1\"", "t.rules:1:5: error: ATTR: unterminated '{' in attribute"),
-        ("MODE=\"rw\"", "t.rules:1:1: error: invalid mode 'rw': expected octal, as in 0660"),
-        ("OWNER=\"nobody-here\"", "t.rules:1:1: error: unknown user 'nobody-here'"),
-        ("GROUP=\"nogroup-here\"", "t.rules:1:1: error: unknown group 'nogroup-here'"),
+        ("MODE=\"rw\"", "t.rules:1:1: warning: invalid mode 'rw': expected octal, as in 0660; ignoring"),
+        ("OWNER=\"nobody-here\"", "t.rules:1:1: warning: unknown user 'nobody-here', ignoring"),
+        ("GROUP=\"nogroup-here\"", "t.rules:1:1: warning: unknown group 'nogroup-here', ignoring"),
         ("RUN{builtin}=\"frobnicate\"", "t.rules:1:1: error: unknown builtin command: frobnicate"),
         ("IMPORT{nope}=\"x\"", "t.rules:1:1: error: unknown IMPORT{nope}: use file, program, builtin, db, cmdline or parent"),
         ("OPTIONS+=\"link_priority=high\"", "t.rules:1:1: error: invalid link priority 'high'"),
@@ -178,6 +178,38 @@ fn error_messages() {
     for (text, expected) in cases {
         assert_eq!(messages(text), [expected], "for {text}");
     }
+}
+
+#[test]
+fn an_unknown_owner_or_group_or_a_bad_mode_drops_only_its_key() {
+    // As udev 252: the rest of the line still applies.
+    let (rules, diags) = parse(
+        r#"KERNEL=="null", GROUP="nosuchgroupzz", OWNER="-1", MODE="010000", MODE="0640", SYMLINK+="still""#,
+    );
+    assert_eq!(diags.len(), 3, "{diags:?}");
+    let keys: Vec<&Key> = rules.lines[0].tokens.iter().map(|t| &t.key).collect();
+    // An unknown name stays as "no id" (it unsets the owner or group, as in udev).
+    assert!(
+        matches!(
+            keys[..],
+            [
+                Key::Kernel(_),
+                Key::OwnerId(NO_ID),
+                Key::GroupId(NO_ID),
+                Key::ModeId(0o640),
+                Key::SymlinkAssign(_)
+            ]
+        ),
+        "{keys:?}"
+    );
+    // Numeric ids, but not the "no id" values udev refuses as numbers.
+    let (rules, diags) = parse(r#"OWNER="1", GROUP="4294967295", OWNER="65535""#);
+    assert_eq!(diags.len(), 2, "{diags:?}");
+    let keys: Vec<&Key> = rules.lines[0].tokens.iter().map(|t| &t.key).collect();
+    assert_eq!(
+        keys,
+        [&Key::OwnerId(1), &Key::OwnerId(NO_ID), &Key::GroupId(NO_ID)]
+    );
 }
 
 #[test]
