@@ -789,9 +789,9 @@ impl Evaluator<'_> {
                     );
                     return;
                 }
-                let mut name = self.expand(t, state, state.escape != Some(Escape::None));
+                let mut name = self.expand(t, state, false);
                 if state.escape != Some(Escape::None) {
-                    name = replace_chars(&name, "/");
+                    name = replace_ifname(&name);
                 }
                 state.name = Some(name);
             }
@@ -1107,6 +1107,21 @@ pub fn replace_chars(text: &str, allow: &str) -> String {
         }
     }
     out
+}
+
+/// An interface name with every byte the kernel or systemd would not take in one (control
+/// characters, space, non-ASCII, `:`, `/`, `%`) replaced by `_`, as udev's
+/// `udev_replace_ifname` does for `NAME=`.
+pub fn replace_ifname(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if (33..127).contains(&b) && !matches!(b, b':' | b'/' | b'%') {
+                char::from(b)
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Removes empty and `.` components so `by-id//x/` and `./x` name the same link.

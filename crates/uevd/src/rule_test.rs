@@ -179,6 +179,7 @@ pub fn test(args: &TestArgs) -> ExitCode {
             "properties": properties.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "node": node.as_ref().map(|(path, kind, major, minor)| json!({"path": path, "type": kind, "major": major, "minor": minor})),
             "mode": mode.map(|m| format!("{m:04o}")),
+            "interface_name": state.name,
             "uid": state.uid.unwrap_or(0),
             "gid": state.gid.unwrap_or(0),
             "symlinks": state.symlinks.iter().map(|l| format!("/dev/{l}")).collect::<Vec<_>>(),
@@ -222,6 +223,9 @@ pub fn test(args: &TestArgs) -> ExitCode {
             println!("group: {}", state.gid.unwrap_or(0));
         }
         None => println!("node: none"),
+    }
+    if let Some(name) = &state.name {
+        println!("interface name: {name} (NAME=; the daemon renames the interface on add)");
     }
     for link in &state.symlinks {
         println!("symlink: /dev/{link} (priority {})", state.link_priority);

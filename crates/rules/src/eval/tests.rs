@@ -550,6 +550,14 @@ fn name_only_for_network_interfaces() {
 }
 
 #[test]
+fn interface_names_lose_what_an_interface_name_cannot_have() {
+    // udev's udev_replace_ifname: per byte, substituted whitespace not collapsed first.
+    assert_eq!(replace_ifname("n:x y!(é)%q/z"), "n_x_y!(__)_q_z");
+    assert_eq!(replace_ifname("eth0"), "eth0");
+    assert_eq!(replace_ifname("a\tb"), "a_b");
+}
+
+#[test]
 fn trace_names_lines() {
     let mut host = usb_host();
     let mut state = disk_event("add");

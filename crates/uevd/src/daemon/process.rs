@@ -8,7 +8,7 @@ use super::db::{event_device_id, Db, DeviceRecord, NodeRecord};
 use super::helpers::HelperJob;
 use super::links::{Claim, LinkClaims};
 use super::nodes::{DevFs, NodeKind, NodePath, NodeSpec, Nodes};
-use super::policy::{Context, Policy};
+use super::policy::{Context, Decision, Policy};
 use super::queue::{Job, Origin};
 use crate::host::SysfsSnapshot;
 use std::sync::{Arc, RwLock};
@@ -104,6 +104,21 @@ fn helper_env(event: &Uevent, record: &DeviceRecord) -> Vec<(String, String)> {
         env.push(("TAGS".into(), format!(":{}:", record.tags.join(":"))));
     }
     env
+}
+
+/// Renames the event's network interface to `new` (udev's `NAME=`), as udevd does before
+/// the `RUN` helpers: the kernel then sends a `move` for the new name.
+fn rename_interface(event: &Uevent, new: &str) -> Result<(), String> {
+    let old = event.get("INTERFACE").unwrap_or("?");
+    let ifindex = event
+        .get("IFINDEX")
+        .and_then(|i| i.parse::<u32>().ok())
+        .filter(|&i| i > 0)
+        .ok_or_else(|| format!("cannot rename interface {old} to {new}: no IFINDEX"))?;
+    uevd_netlink::rename_interface(ifindex, new)
+        .map_err(|e| format!("cannot rename interface {old} (index {ifindex}) to {new}: {e}"))?;
+    crate::info!("renamed network interface {old} (index {ifindex}) to {new}");
+    Ok(())
 }
 
 /// Everything a worker needs to process events.
@@ -230,6 +245,15 @@ impl<F: DevFs> Processor<F> {
         )
     }
 
+    /// The name a network interface's `add` asks for with `NAME=`, if it is not its name.
+    fn interface_rename<'d>(event: &Uevent, decision: &'d Decision) -> Option<&'d str> {
+        let new = decision.name.as_deref()?;
+        (event.action() == Action::Add
+            && event.subsystem() == "net"
+            && event.get("INTERFACE") != Some(new))
+        .then_some(new)
+    }
+
     fn update(&self, out: &mut Processed, around: Around, now_usec: u64) {
         let event = &out.event;
         let previous = out.previous.as_deref();
@@ -249,6 +273,13 @@ impl<F: DevFs> Processor<F> {
             }
             properties
         };
+        let mut properties = properties;
+        if let Some(new) = Self::interface_rename(event, &decision) {
+            match rename_interface(event, new) {
+                Ok(()) => properties.set("INTERFACE", new),
+                Err(e) => out.errors.push(format!("{}: {e}", Self::context(event))),
+            }
+        }
 
         // The node, if the device has one and its name is acceptable.
         let mut node: Option<NodeRecord> = None;

@@ -5,6 +5,7 @@ use super::daemon::{listing, Daemon};
 use super::util::{db_record, uevd, TIMEOUT};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 use uevd_testkit::{event, in_private_netns, Action, FakeSysfs, Injector};
 
@@ -618,6 +619,61 @@ fn a_missing_modprobe_is_reported_once_naming_it() {
             .collect();
         assert_eq!(reports.len(), 1, "{transcript}");
         assert!(reports[0].contains("not loaded: "), "{}", reports[0]);
+    })
+    .unwrap();
+}
+
+#[test]
+fn name_renames_a_network_interface_and_the_kernels_move_follows() {
+    // In this test's own network namespace, whose only interface is its loopback (index 1).
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let rules = work.path().join("net.rules");
+        std::fs::write(
+            &rules,
+            "SUBSYSTEM==\"net\", ACTION==\"add\", KERNEL==\"lo\", NAME=\"uevd lo:0\"\n",
+        )
+        .unwrap();
+        let rules_arg = rules.display().to_string();
+        let d = Daemon::start(sys.root(), &["--no-coldplug", "--rules", &rules_arg]);
+        let links = || {
+            let out = Command::new("ip")
+                .args(["-o", "link", "show"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert!(links().contains(": lo:"), "{}", links());
+        Injector::open()
+            .unwrap()
+            .send_all(&[event(Action::Add, "/devices/virtual/net/lo", "net")
+                .var("INTERFACE", "lo")
+                .var("IFINDEX", "1")
+                .to_bytes()])
+            .unwrap();
+        // Characters an interface name cannot have become '_' (udev's string_escape).
+        let renamed = "/devices/virtual/net/uevd_lo_0";
+        d.wait_for_stat("processed", 2, TIMEOUT);
+        d.settle();
+        assert!(links().contains(": uevd_lo_0:"), "{}", links());
+        // The kernel announced the new name with a move, which re-keyed the record.
+        let (code, out, err) = d.client("info", &[renamed]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("E:INTERFACE=uevd_lo_0\n"), "{out}");
+        d.stop();
+        // `uevd test` shows the name without renaming anything.
+        let out = super::util::uevd(&[
+            "test",
+            "--json",
+            "--rules",
+            &rules_arg,
+            "/devices/virtual/net/lo",
+        ])
+        .output()
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["interface_name"], "uevd_lo_0", "{v}");
     })
     .unwrap();
 }
