@@ -348,14 +348,14 @@ fn verify_rules_exit_status_tells() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 files, 1 rules, 0 errors"));
     std::fs::write(
         dir.path().join("20-bad.rules"),
-        "KERNEL==\"x\", MODE=\"rw\"\n",
+        "KERNEL==\"x\", SYMLINK-=\"y\"\n",
     )
     .unwrap();
     let out = uevd(&["verify-rules", &good]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("20-bad.rules:1:14: error: invalid mode 'rw'"),
+        err.contains("20-bad.rules:1:14: error: invalid operator '-=' for SYMLINK"),
         "{err}"
     );
     // Warnings pass unless --strict.
