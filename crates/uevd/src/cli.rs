@@ -110,6 +110,16 @@ pub enum LogFormat {
     Kmsg,
 }
 
+/// A number of seconds for a timeout: finite, not negative, at most a year.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=31_536_000.0).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds from 0 to 31536000"
+        )),
+    }
+}
+
 /// Options of `uevd daemon`.
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
@@ -151,7 +161,7 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "PATH", default_value = "/sbin/modprobe")]
     pub modprobe: PathBuf,
     /// Kill helpers (PROGRAM, IMPORT{program}, RUN) that run longer than this.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = seconds)]
     pub helper_timeout: f64,
 }
 
@@ -194,7 +204,7 @@ pub struct SettleArgs {
     #[arg(long, value_name = "DIR", default_value = "/run/uevd")]
     pub run: PathBuf,
     /// Give up after this many seconds (exit status 3).
-    #[arg(short, long, value_name = "SECS", default_value_t = 120.0)]
+    #[arg(short, long, value_name = "SECS", default_value_t = 120.0, value_parser = seconds)]
     pub timeout: f64,
 }
 
@@ -238,7 +248,7 @@ pub struct TriggerArgs {
     #[arg(short, long)]
     pub wait: bool,
     /// With --wait, give up after this many seconds (exit status 3) and list the missing.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = seconds)]
     pub timeout: f64,
     /// Add KEY=VALUE to the events (they carry SYNTH_ARG_KEY=VALUE; repeatable).
     #[arg(long, value_name = "KEY=VALUE")]
@@ -252,7 +262,7 @@ pub struct ControlArgs {
     #[arg(long, value_name = "DIR", default_value = "/run/uevd")]
     pub run: PathBuf,
     /// Give up after this many seconds.
-    #[arg(short, long, value_name = "SECS", default_value_t = 60.0)]
+    #[arg(short, long, value_name = "SECS", default_value_t = 60.0, value_parser = seconds)]
     pub timeout: f64,
     /// The request: ping | stats | reload | log-level LEVEL | exit.
     #[arg(required = true, num_args = 1..=2)]

@@ -8,7 +8,8 @@
 //! | request | answer |
 //! |---|---|
 //! | `ping` | `ok` at once |
-//! | `settle` | `ok` once no event is queued or being processed |
+//! | `settle` | `ok` once no event is queued or being processed (and no resync is due) |
+//! | `settle now` | at once: `ok` if that is so now, else `error: not settled` |
 //! | `stats` | `KEY VALUE` lines, then `ok` |
 //! | `reload` | reloads the policy: `ok reloaded: …` or `error: …` |
 //! | `log-level LEVEL` | `ok` (`error`, `warn`, `info`, `debug`) |
@@ -30,6 +31,8 @@ pub enum Request {
     Ping,
     /// Answer when the queue is empty.
     Settle,
+    /// Answer at once: `ok` if the queue is empty, an error if not (`settle --timeout 0`).
+    SettleNow,
     /// Counters.
     Stats,
     /// Reload the policy.
@@ -49,6 +52,7 @@ impl Request {
         let req = match (words.next(), words.next()) {
             (Some("ping"), None) => Request::Ping,
             (Some("settle"), None) => Request::Settle,
+            (Some("settle"), Some("now")) => Request::SettleNow,
             (Some("stats"), None) => Request::Stats,
             (Some("reload"), None) => Request::Reload,
             (Some("exit"), None) => Request::Exit,
@@ -71,6 +75,7 @@ impl fmt::Display for Request {
         match self {
             Request::Ping => f.write_str("ping"),
             Request::Settle => f.write_str("settle"),
+            Request::SettleNow => f.write_str("settle now"),
             Request::Stats => f.write_str("stats"),
             Request::Reload => f.write_str("reload"),
             Request::Exit => f.write_str("exit"),

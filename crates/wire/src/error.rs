@@ -59,6 +59,9 @@ pub enum ParseError {
     /// A key every kernel uevent carries is absent.
     #[error("required key {0} is missing")]
     MissingKey(&'static str),
+    /// A key every kernel uevent carries with a value is empty.
+    #[error("required key {0} is empty")]
+    EmptyValue(&'static str),
     /// `ACTION=` is not one of the eight kernel actions.
     #[error("unknown action {0:?}")]
     UnknownAction(String),
@@ -72,7 +75,8 @@ pub enum ParseError {
         /// That field's value, lossily decoded and shortened.
         value: String,
     },
-    /// A numeric key (`SEQNUM`, `MAJOR`, `MINOR`, `IFINDEX`) is not a decimal number in range.
+    /// A numeric key (`SEQNUM`, `MAJOR`, `MINOR`, `IFINDEX`) is not a decimal number in range
+    /// (a major above 4095 or a minor above 1048575 does not fit a `dev_t`).
     #[error("{key}={value:?} is not a valid number")]
     InvalidNumber {
         /// The key.

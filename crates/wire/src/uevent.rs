@@ -22,6 +22,11 @@ use crate::error::{excerpt, ParseError};
 use crate::Action;
 use std::fmt;
 
+/// The largest major number a `dev_t` holds (12 bits).
+pub const MAX_MAJOR: u32 = (1 << 12) - 1;
+/// The largest minor number a `dev_t` holds (20 bits).
+pub const MAX_MINOR: u32 = (1 << 20) - 1;
+
 /// The largest datagram accepted: 4096 (devpath) + 2048 (environment) + room for the header
 /// and an appended `SEQNUM=`, rounded up. No kernel uevent reaches it.
 pub const MAX_MESSAGE_LEN: usize = 8192;
@@ -215,8 +220,11 @@ impl Uevent {
             .known_bytes(Known::Devpath)
             .ok_or(ParseError::MissingKey("DEVPATH"))?;
         check_devpath("DEVPATH", devpath)?;
-        if self.known_bytes(Known::Subsystem).is_none() {
-            return Err(ParseError::MissingKey("SUBSYSTEM"));
+        match self.known_bytes(Known::Subsystem) {
+            None => return Err(ParseError::MissingKey("SUBSYSTEM")),
+            // The kernel never sends an empty one, and every record needs one.
+            Some([]) => return Err(ParseError::EmptyValue("SUBSYSTEM")),
+            Some(_) => {}
         }
         let seqnum = self
             .known_bytes(Known::Seqnum)
@@ -237,8 +245,10 @@ impl Uevent {
 
         self.action = parsed_action;
         self.seqnum = seqnum;
-        let major = self.number(Known::Major, "MAJOR")?;
-        let minor = self.number(Known::Minor, "MINOR")?;
+        // The kernel's dev_t: 12 bits of major, 20 of minor. A larger number would be cut
+        // short by mknod into another device's.
+        let major = self.devnum_part(Known::Major, "MAJOR", MAX_MAJOR)?;
+        let minor = self.devnum_part(Known::Minor, "MINOR", MAX_MINOR)?;
         self.devnum = match (major, minor) {
             (Some(major), Some(minor)) => Some((major, minor)),
             _ => None,
@@ -252,6 +262,21 @@ impl Uevent {
             header: excerpt(&self.bytes.raw()[..usize::from(self.header_len)]),
             key,
             value: excerpt(value),
+        }
+    }
+
+    fn devnum_part(
+        &self,
+        known: Known,
+        name: &'static str,
+        max: u32,
+    ) -> Result<Option<u32>, ParseError> {
+        match self.number(known, name)? {
+            Some(n) if n > max => Err(ParseError::InvalidNumber {
+                key: name,
+                value: n.to_string(),
+            }),
+            n => Ok(n),
         }
     }
 
@@ -302,9 +327,12 @@ impl Uevent {
         self.known_str(Known::Devpath).unwrap_or_default()
     }
 
-    /// The previous devpath of a `move` event.
+    /// The previous devpath of a `move` event. Only a `move` has one: on any other action a
+    /// `DEVPATH_OLD` (which the kernel never sends there) is not taken for a rename.
     pub fn devpath_old(&self) -> Option<&str> {
-        self.known_str(Known::DevpathOld)
+        (self.action == Action::Move)
+            .then(|| self.known_str(Known::DevpathOld))
+            .flatten()
     }
 
     /// The subsystem, e.g. `block`, `net`, `input`.
@@ -603,6 +631,50 @@ FOO=a\0FOO=b\0SEQNUM=77\0";
         assert_eq!(ev.get("FOO"), Some("b"));
         assert_eq!(ev.iter().filter(|(k, _)| *k == "SEQNUM").count(), 2);
         assert_eq!(ev.to_bytes(), raw);
+    }
+
+    #[test]
+    fn device_numbers_must_fit_a_dev_t_and_the_subsystem_must_not_be_empty() {
+        let with = |vars: &str| {
+            let mut raw = b"add@/devices/x\0ACTION=add\0DEVPATH=/devices/x\0SEQNUM=1\0".to_vec();
+            for v in vars.split(' ') {
+                raw.extend_from_slice(v.as_bytes());
+                raw.push(0);
+            }
+            parse(&raw)
+        };
+        let ok = with("SUBSYSTEM=t MAJOR=4095 MINOR=1048575").unwrap();
+        assert_eq!(ok.devnum(), Some((4095, 1_048_575)));
+        for bad in [
+            "MAJOR=4096 MINOR=1",
+            "MAJOR=4 MINOR=1048576",
+            "MAJOR=4 MINOR=4294967295",
+        ] {
+            let e = with(&format!("SUBSYSTEM=t {bad}")).unwrap_err();
+            assert!(matches!(e, ParseError::InvalidNumber { .. }), "{bad}: {e}");
+        }
+        assert_eq!(with("SUBSYSTEM="), Err(ParseError::EmptyValue("SUBSYSTEM")));
+    }
+
+    #[test]
+    fn only_a_move_has_an_old_devpath() {
+        let raw = |action: &str| {
+            format!(
+                "{action}@/devices/a\0ACTION={action}\0DEVPATH=/devices/a\0SUBSYSTEM=t\0\
+DEVPATH_OLD=/devices/b\0SEQNUM=1\0"
+            )
+        };
+        assert_eq!(
+            parse(raw("move").as_bytes()).unwrap().devpath_old(),
+            Some("/devices/b")
+        );
+        let change = parse(raw("change").as_bytes()).unwrap();
+        assert_eq!(change.devpath_old(), None);
+        assert_eq!(
+            change.get("DEVPATH_OLD"),
+            Some("/devices/b"),
+            "still a property"
+        );
     }
 
     #[test]

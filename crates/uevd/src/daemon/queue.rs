@@ -265,10 +265,9 @@ mod tests {
     fn move_orders_against_old_and_new_paths() {
         let mut q = Queue::new();
         q.push(ev("/devices/old/x", &[]), Origin::Kernel);
-        q.push(
-            ev("/devices/new/x", &[("DEVPATH_OLD", "/devices/old/x")]),
-            Origin::Kernel,
-        );
+        let mut moved = UeventBuilder::new(Action::Move, "/devices/new/x", "t");
+        moved.var("DEVPATH_OLD", "/devices/old/x").seqnum(2);
+        q.push(moved.build().unwrap(), Origin::Kernel);
         q.push(ev("/devices/new/x/child", &[]), Origin::Kernel);
         assert_eq!(ids(&mut q), [0]);
         q.finish(0);

@@ -135,6 +135,11 @@ fn differs(device: &Device, record: &DeviceRecord) -> bool {
 pub fn removal(record: &DeviceRecord, seqnum: u64) -> Result<Uevent, ParseError> {
     let mut b = UeventBuilder::new(Action::Remove, &record.devpath, &record.subsystem);
     for (k, v) in record.properties.iter() {
+        // Records keep DEVNAME as the rules saw it, under /dev/; the kernel's has no prefix.
+        let v = match k {
+            "DEVNAME" => v.strip_prefix("/dev/").unwrap_or(v),
+            _ => v,
+        };
         b.var(k, v);
     }
     b.seqnum(seqnum).build()
@@ -231,6 +236,8 @@ mod tests {
         );
         let ev = removal(&gone, 9).unwrap();
         assert_eq!(ev.action(), Action::Remove);
+        let named = rec("/devices/n", &[("DEVNAME", "/dev/input/event3")]);
+        assert_eq!(removal(&named, 1).unwrap().devname(), Some("input/event3"));
         assert_eq!(ev.devnum(), Some((1, 2)));
         assert_eq!(ev.seqnum(), 9);
     }

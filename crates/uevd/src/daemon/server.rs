@@ -236,7 +236,8 @@ impl ControlServer {
         };
         match request {
             Request::Ping => self.reply_and_close(token, "ok"),
-            Request::Settle if idle => self.reply_and_close(token, "ok"),
+            Request::Settle | Request::SettleNow if idle => self.reply_and_close(token, "ok"),
+            Request::SettleNow => self.reply_and_close(token, "error: not settled"),
             Request::Settle => conn.state = State::Settling,
             Request::Stats => {
                 let mut text = stats.join("\n");

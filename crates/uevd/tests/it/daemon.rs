@@ -813,6 +813,15 @@ fn settle_on_an_idle_daemon_returns_at_once_and_fails_without_one() {
         let t = Instant::now();
         d.settle();
         assert!(t.elapsed() < Duration::from_secs(5));
+        // `--timeout 0` only asks (as udevadm settle -t 0); a timeout that is no number of
+        // seconds is a usage error, not a crash.
+        let (code, _, err) = d.client("settle", &["--timeout", "0"]);
+        assert_eq!(code, 0, "{err}");
+        for bad in ["-1", "nan", "inf", "1e30"] {
+            let (code, _, err) = d.client("settle", &[&format!("--timeout={bad}")]);
+            assert_eq!(code, 2, "{bad}: {err}");
+            assert!(err.contains("is not a number of seconds"), "{bad}: {err}");
+        }
         let (code, out, _) = d.client("control", &["ping"]);
         assert_eq!((code, out.as_str()), (0, ""));
         let (dev, run, _) = d.stop();

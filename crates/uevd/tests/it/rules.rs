@@ -516,6 +516,19 @@ fn helpers_run_beside_other_events_settle_waits_for_them_and_late_ones_are_kille
         assert_eq!(lines.len(), 3, "{lines:?}");
         assert_eq!(lines[0], "vdb", "vdb's helper ran while vda's was still sleeping: {lines:?}");
         assert!(lines.contains(&"vda".to_string()) && lines.contains(&"after-timeout".to_string()));
+        // While a helper runs, `settle --timeout 0` says so at once.
+        Injector::open()
+            .unwrap()
+            .send_all(&[event(Action::Change, TTY, "tty")
+                .var("MAJOR", "188")
+                .var("MINOR", "0")
+                .var("DEVNAME", "ttyUSB0")
+                .to_bytes()])
+            .unwrap();
+        let (code, _, err) = d.client("settle", &["--timeout", "0"]);
+        assert_eq!(code, 3, "{err}");
+        assert!(err.contains("still queued or being processed"), "{err}");
+        d.settle();
         let (_, _, transcript) = d.stop();
         assert!(
             transcript.contains("RUN: '/bin/sleep' timed out after 1.0s and was killed"),
