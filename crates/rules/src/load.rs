@@ -89,6 +89,36 @@ pub fn rule_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
     (by_name.into_values().flatten().collect(), diagnostics)
 }
 
+/// The largest rule file or mdev.conf read (distributions' biggest are some 100 KiB).
+pub const MAX_CONFIG_FILE: u64 = 16 << 20;
+
+/// Reads a rule file or mdev.conf: a regular file (through symlinks) of at most
+/// [`MAX_CONFIG_FILE`] bytes. A FIFO or device there would block the reader (the daemon's
+/// event loop, on `reload`) or never end; it is refused without waiting on it.
+fn read_config(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a writer.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(0o4000) // O_NONBLOCK
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > MAX_CONFIG_FILE {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} bytes, more than the {MAX_CONFIG_FILE} read", meta.len()),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // A file that grows while it is read stops at the limit too.
+    file.take(MAX_CONFIG_FILE).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 fn io_diagnostic(path: &Path, e: &std::io::Error) -> Diagnostic {
     Diagnostic {
         file: Arc::from(path.to_string_lossy().as_ref()),
@@ -104,7 +134,7 @@ pub fn load(paths: &[PathBuf], resolver: &dyn NameResolver) -> Loaded {
     let (files, mut diagnostics) = rule_files(paths);
     let mut rules = Rules::default();
     for file in &files {
-        match fs::read(file) {
+        match read_config(file) {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
                 diagnostics.extend(parse_into(
@@ -139,7 +169,7 @@ pub fn load_builtin(resolver: &dyn NameResolver) -> Loaded {
 /// that line only.
 pub fn load_mdev(path: &Path, resolver: &dyn NameResolver) -> Loaded {
     let mut loaded = Loaded::default();
-    let text = match fs::read(path) {
+    let text = match read_config(path) {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(e) => {
             loaded.diagnostics.push(io_diagnostic(path, &e));
@@ -251,6 +281,28 @@ mod tests {
                 tmp.path().join("a.rules").display()
             )
         );
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_is_refused_without_waiting_and_the_rest_loads() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        write(tmp.path(), "10-good.rules", "KERNEL==\"y\", ENV{A}=\"1\"\n");
+        let fifo = tmp.path().join("20-fifo.rules");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.expect("mkfifo").success());
+        std::os::unix::fs::symlink("/dev/zero", tmp.path().join("30-zero.rules")).expect("link");
+        // Would block forever (the FIFO) or read without end (/dev/zero) before.
+        let loaded = load(&[tmp.path().to_owned()], &NoNames);
+        assert_eq!(loaded.rules.lines.len(), 1);
+        let messages: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages
+                .iter()
+                .all(|m| m.ends_with("error: cannot read: not a regular file")),
+            "{messages:?}"
+        );
+        assert!(load_mdev(&fifo, &NoNames).has_errors());
     }
 
     #[test]
