@@ -165,6 +165,10 @@ const RECOVERY: Duration = Duration::from_secs(60);
 /// Workers wake the event thread once per batch of completions; while jobs are out, it also
 /// looks for finished ones this often, so that a fast event does not wait for a slow
 /// unrelated one queued on the same worker.
+/// How long the control socket is left alone after accepting failed for want of descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Running out of descriptors is logged at most this often.
+const FDS_WARN_EVERY: Duration = Duration::from_secs(10);
 const COLLECT_EVERY: Duration = Duration::from_millis(2);
 /// Bytes of the kernel's receive buffer one queued uevent takes (measured: ~832).
 const KERNEL_BYTES_PER_EVENT: usize = 1024;
@@ -172,6 +176,10 @@ const KERNEL_BYTES_PER_EVENT: usize = 1024;
 /// The running daemon.
 struct Daemon {
     config: Config,
+    /// Not watching the control socket until then: the process ran out of descriptors.
+    accept_paused_until: Option<Instant>,
+    /// When running out of descriptors was last logged.
+    fds_warned: Option<Instant>,
     /// `--ready-fd`, until readiness is written to it (then closed).
     ready_fd: Option<OwnedFd>,
     stats: Stats,
@@ -288,6 +296,8 @@ pub fn run(config: Config, policy: LoadPolicy, reload: Reload) -> Result<(), Dae
     }
 
     let mut daemon = Daemon {
+        accept_paused_until: None,
+        fds_warned: None,
         ready_fd: ready,
         sysfs: Sysfs::new(&config.sysfs),
         loading: Some(loading),
@@ -439,6 +449,8 @@ impl Daemon {
                 self.trim_due.map(|(due, _)| due),
                 read_more,
                 collect,
+                self.accept_paused_until,
+                self.server.idle_deadline(),
             ]
             .into_iter()
             .flatten()
@@ -487,6 +499,7 @@ impl Daemon {
                 self.collect(false);
             }
             self.helper_deadlines();
+            self.control_timers()?;
             if self.resync_due.is_some_and(|due| due <= Instant::now()) {
                 self.resync_due = None;
                 self.sync_with_sysfs(Origin::Resync)?;
@@ -1163,7 +1176,9 @@ impl Daemon {
 
     fn accept(&mut self) {
         let mut failed = Vec::new();
-        for (fd, token) in self.server.accept(CLIENTS) {
+        let accepted = self.server.accept(CLIENTS);
+        let out_of_fds = accepted.out_of_fds;
+        for (fd, token) in accepted.clients {
             // Edge-triggered: the server reads until nothing is left, and hears when a client
             // that had answers waiting can take more.
             if let Err(e) = epoll::add(
@@ -1179,6 +1194,42 @@ impl Daemon {
         for token in failed {
             self.server.drop_client(token);
         }
+        if out_of_fds {
+            // The pending connection would wake the loop at once, again and again: stop
+            // watching the socket for a moment (clients wait in its backlog meanwhile).
+            if let Some(fd) = self.server.listener_fd() {
+                let _ = epoll::delete(&self.epoll, fd);
+            }
+            let now = Instant::now();
+            if self
+                .fds_warned
+                .is_none_or(|t| now.duration_since(t) > FDS_WARN_EVERY)
+            {
+                self.fds_warned = Some(now);
+                warn!("control: out of file descriptors; accepting again in {ACCEPT_PAUSE:?}");
+            }
+            self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+        }
+    }
+
+    /// Drops control clients that never sent a request, and watches the control socket
+    /// again once a pause for want of descriptors is over.
+    fn control_timers(&mut self) -> Result<(), DaemonError> {
+        let now = Instant::now();
+        self.server.drop_idle(now);
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+            if let Some(fd) = self.server.listener_fd() {
+                epoll::add(
+                    &self.epoll,
+                    fd,
+                    epoll::EventData::new_u64(CONTROL),
+                    epoll::EventFlags::IN,
+                )
+                .map_err(DaemonError::Poll)?;
+            }
+        }
+        Ok(())
     }
 
     fn client_ready(&mut self, token: u64) {

@@ -9,6 +9,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// What the daemon must do for a request the server cannot answer alone.
 pub enum ServerAction {
@@ -33,6 +34,8 @@ enum State {
 
 struct Conn {
     stream: UnixStream,
+    /// When it connected: a client that sends no request in [`IDLE_LIMIT`] is dropped.
+    since: Instant,
     buf: Vec<u8>,
     state: State,
     /// Answers the client has not taken yet (from `sent` on).
@@ -69,6 +72,22 @@ impl Conn {
 
 /// Longest request line accepted.
 const MAX_LINE: usize = 512;
+
+/// Clients served at once; one more is told so and closed. Each holds a descriptor, and the
+/// socket is root's alone, so this only guards against a runaway script.
+pub const MAX_CLIENTS: usize = 256;
+
+/// How long a client may stay connected without sending its request line.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(10);
+
+/// What [`ControlServer::accept`] did.
+pub struct Accepted<'a> {
+    /// The new clients to watch: descriptor and token.
+    pub clients: Vec<(BorrowedFd<'a>, u64)>,
+    /// The process ran out of descriptors: stop accepting for a while (the pending
+    /// connection would wake the loop again and again).
+    pub out_of_fds: bool,
+}
 
 /// Most answers kept for a client that does not read them yet — 4 MiB, some 40 000
 /// `processed` lines of a `trigger --wait`; past that the client is dropped.
@@ -127,20 +146,30 @@ impl ControlServer {
         self.listener.as_ref().map(AsFd::as_fd)
     }
 
-    /// Accepts every waiting client that is root (or the daemon's own user); returns each
-    /// accepted client's descriptor and token (tokens count up from `base`).
-    pub fn accept(&mut self, base: u64) -> Vec<(BorrowedFd<'_>, u64)> {
+    /// Accepts every waiting client that is root (or the daemon's own user), up to
+    /// [`MAX_CLIENTS`]; returns each accepted client's descriptor and token (tokens count up
+    /// from `base`).
+    pub fn accept(&mut self, base: u64) -> Accepted<'_> {
         let mut tokens = Vec::new();
+        let mut out_of_fds = false;
         if let Some(listener) = &self.listener {
             loop {
                 let stream = match listener.accept() {
                     Ok((s, _)) => s,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
-                        warn!("control: accept failed: {e}");
+                        // EMFILE/ENFILE: the connection stays pending.
+                        out_of_fds = matches!(e.raw_os_error(), Some(23 | 24));
+                        if !out_of_fds {
+                            warn!("control: accept failed: {e}");
+                        }
                         break;
                     }
                 };
+                if self.clients.len() >= MAX_CLIENTS {
+                    let _ = (&stream).write_all(b"error: too many clients\n");
+                    continue;
+                }
                 let uid = rustix::net::sockopt::socket_peercred(&stream).map(|c| c.uid.as_raw());
                 let me = rustix::process::geteuid().as_raw();
                 if !matches!(uid, Ok(u) if u == 0 || u == me) {
@@ -157,6 +186,7 @@ impl ControlServer {
                     token,
                     Conn {
                         stream,
+                        since: Instant::now(),
                         buf: Vec::new(),
                         state: State::Reading,
                         out: Vec::new(),
@@ -166,10 +196,38 @@ impl ControlServer {
                 tokens.push(token);
             }
         }
-        tokens
+        let clients = tokens
             .into_iter()
             .filter_map(|t| self.clients.get(&t).map(|c| (c.stream.as_fd(), t)))
-            .collect()
+            .collect();
+        Accepted {
+            clients,
+            out_of_fds,
+        }
+    }
+
+    /// When the earliest client still waiting for its request line overstays
+    /// [`IDLE_LIMIT`].
+    pub fn idle_deadline(&self) -> Option<Instant> {
+        self.clients
+            .values()
+            .filter(|c| matches!(c.state, State::Reading))
+            .map(|c| c.since + IDLE_LIMIT)
+            .min()
+    }
+
+    /// Drops the clients that connected more than [`IDLE_LIMIT`] ago and never sent their
+    /// request line.
+    pub fn drop_idle(&mut self, now: Instant) {
+        let before = self.clients.len();
+        self.clients
+            .retain(|_, c| !(matches!(c.state, State::Reading) && c.since + IDLE_LIMIT <= now));
+        let dropped = before - self.clients.len();
+        if dropped > 0 {
+            warn!(
+                "control: dropped {dropped} client(s) that sent no request within {IDLE_LIMIT:?}"
+            );
+        }
     }
 
     /// Forgets client `token` (closing it).

@@ -475,6 +475,68 @@ fn a_request_cut_short_by_the_end_of_input_is_still_answered() {
 }
 
 #[test]
+fn control_clients_are_capped_idle_ones_dropped_and_running_out_of_descriptors_does_not_spin() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let mut d = Daemon::start(sys.root(), &["--no-coldplug"]);
+        let control = d.run.path().join("control");
+        let pid = d.child.id();
+        // A script gone wrong: connections that never send a request.
+        let idle: Vec<UnixStream> = (0..256)
+            .map(|_| UnixStream::connect(&control).unwrap())
+            .collect();
+        let mut extra = UnixStream::connect(&control).unwrap();
+        extra.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut answer = String::new();
+        extra.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, "error: too many clients\n");
+        // They are dropped after 10 s; then requests are answered again.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while d.client("control", &["ping"]).0 != 0 {
+            assert!(Instant::now() < deadline, "idle clients never dropped");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        drop(idle);
+        // Out of descriptors: connections wait in the backlog, the loop does not spin on
+        // them, and it says so once.
+        let limited = Command::new("prlimit")
+            .args(["--pid", &pid.to_string(), "--nofile=24:24"])
+            .status()
+            .unwrap();
+        assert!(limited.success());
+        let waiting: Vec<UnixStream> = (0..40)
+            .map(|_| UnixStream::connect(&control).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let before = CpuTime::of_process(pid).unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        let used = CpuTime::of_process(pid).unwrap().since(before).total();
+        assert!(used < Duration::from_millis(300), "{used:?} of CPU in 1 s");
+        drop(waiting);
+        let said = d.child.wait_for(
+            TIMEOUT,
+            |l| matches!(l, Line::Err(s) if s.contains("out of file descriptors")),
+        );
+        assert!(said.is_some(), "{}", d.child.transcript());
+        Command::new("prlimit")
+            .args(["--pid", &pid.to_string(), "--nofile=4096:4096"])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        while d.client("control", &["ping"]).0 != 0 {
+            assert!(Instant::now() < deadline, "never accepting again");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = d.child.transcript();
+        assert_eq!(log.matches("out of file descriptors").count(), 1, "{log}");
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
 fn restart_neither_redoes_work_nor_keeps_stale_nodes() {
     in_private_netns(|| {
         let sys = small_tree();
