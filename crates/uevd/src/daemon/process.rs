@@ -460,7 +460,13 @@ impl<F: DevFs> Processor<F> {
                         self.nodes
                             .remove_node(&node.path, node.kind, node.devnum, created_dirs)
                     {
-                        out.errors.push(format!("{ctx}: {e}"));
+                        // The node stays, so does the record that tracks it: the next
+                        // resync or start finds the device gone and tries again.
+                        out.errors.push(format!(
+                            "{ctx}: {e}; keeping its record to retry the removal later"
+                        ));
+                        out.record = out.previous.clone();
+                        return;
                     }
                 }
                 self.db.remove(&old.id());
@@ -490,5 +496,121 @@ impl<F: DevFs> Processor<F> {
                 // Nothing was recorded for it, so there is nothing to remove from the database.
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::nodes::{DirFs, FileKind, Meta};
+    use crate::daemon::policy::KernelDefaults;
+    use crate::daemon::queue::Origin;
+    use rustix::io::Errno;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use uevd_wire::UeventBuilder;
+
+    /// A real directory whose `unlink` fails while `read_only` is set (as on a `--dev`
+    /// remounted read-only).
+    struct Flaky {
+        fs: DirFs,
+        read_only: Arc<AtomicBool>,
+    }
+
+    impl DevFs for Flaky {
+        fn lstat(&self, path: &str) -> Result<Option<Meta>, Errno> {
+            self.fs.lstat(path)
+        }
+        fn lstat_root(&self) -> Result<Meta, Errno> {
+            self.fs.lstat_root()
+        }
+        fn mkdir(&self, path: &str, mode: u32) -> Result<(), Errno> {
+            self.fs.mkdir(path, mode)
+        }
+        fn mknod(&self, p: &str, k: NodeKind, mode: u32, n: (u32, u32)) -> Result<(), Errno> {
+            self.fs.mknod(p, k, mode, n)
+        }
+        fn chown(&self, path: &str, uid: u32, gid: u32) -> Result<(), Errno> {
+            self.fs.chown(path, uid, gid)
+        }
+        fn chmod(&self, path: &str, mode: u32) -> Result<(), Errno> {
+            self.fs.chmod(path, mode)
+        }
+        fn rename(&self, from: &str, to: &str) -> Result<(), Errno> {
+            self.fs.rename(from, to)
+        }
+        fn unlink(&self, path: &str) -> Result<(), Errno> {
+            if self.read_only.load(Ordering::SeqCst) {
+                return Err(Errno::ROFS);
+            }
+            self.fs.unlink(path)
+        }
+        fn rmdir(&self, path: &str) -> Result<(), Errno> {
+            self.fs.rmdir(path)
+        }
+        fn symlink(&self, target: &str, path: &str) -> Result<(), Errno> {
+            self.fs.symlink(target, path)
+        }
+        fn readlink(&self, path: &str) -> Result<String, Errno> {
+            self.fs.readlink(path)
+        }
+    }
+
+    fn job(action: Action) -> Job {
+        let mut b = UeventBuilder::new(action, "/devices/virtual/t/n0", "t");
+        b.var("MAJOR", "1").var("MINOR", "3").var("DEVNAME", "n0");
+        Job {
+            id: 0,
+            event: b.seqnum(1).build().expect("event"),
+            origin: Origin::Kernel,
+            snapshot: None,
+        }
+    }
+
+    #[test]
+    fn a_node_that_cannot_be_removed_keeps_its_record_for_a_retry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dev = dir.path().join("dev");
+        std::fs::create_dir(&dev).expect("dev");
+        let read_only = Arc::new(AtomicBool::new(false));
+        let fs = Flaky {
+            fs: DirFs::open(&dev).expect("open"),
+            read_only: Arc::clone(&read_only),
+        };
+        let db = Db::open(&dir.path().join("run")).expect("db");
+        let p = Processor::new(Arc::new(KernelDefaults), fs, db, None);
+        let added = p.process(job(Action::Add), Known::default(), 1);
+        let record = added.record.expect("a record");
+        assert!(matches!(
+            p.nodes().fs().lstat("n0"),
+            Ok(Some(Meta {
+                kind: FileKind::Node(NodeKind::Char),
+                ..
+            }))
+        ));
+        read_only.store(true, Ordering::SeqCst);
+        let known = Known {
+            previous: Some(Arc::clone(&record)),
+            ancestors: Vec::new(),
+        };
+        let removed = p.process(job(Action::Remove), known, 2);
+        assert!(
+            removed.errors[0].contains("keeping its record"),
+            "{:?}",
+            removed.errors
+        );
+        assert_eq!(removed.record.as_deref(), Some(&*record), "still tracked");
+        p.db().flush().expect("flush");
+        let (records, _) = p.db().load_all().expect("load");
+        assert_eq!(records.len(), 1, "the record is still in the database");
+        // Once the node can go, a later remove takes both.
+        read_only.store(false, Ordering::SeqCst);
+        let known = Known {
+            previous: removed.record,
+            ancestors: Vec::new(),
+        };
+        let gone = p.process(job(Action::Remove), known, 3);
+        assert!(gone.errors.is_empty(), "{:?}", gone.errors);
+        assert!(gone.record.is_none());
+        assert_eq!(p.nodes().fs().lstat("n0"), Ok(None));
     }
 }
