@@ -165,6 +165,10 @@ const RECOVERY: Duration = Duration::from_secs(60);
 /// Workers wake the event thread once per batch of completions; while jobs are out, it also
 /// looks for finished ones this often, so that a fast event does not wait for a slow
 /// unrelated one queued on the same worker.
+/// Rejected or malformed datagrams are logged this many times per window.
+const BAD_INPUT_LOGGED: u32 = 10;
+/// The window for [`BAD_INPUT_LOGGED`].
+const BAD_INPUT_WINDOW: Duration = Duration::from_secs(10);
 /// How long the control socket is left alone after accepting failed for want of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Running out of descriptors is logged at most this often.
@@ -176,6 +180,8 @@ const KERNEL_BYTES_PER_EVENT: usize = 1024;
 /// The running daemon.
 struct Daemon {
     config: Config,
+    /// Rejected or malformed datagrams: (window start, logged, not logged) in this window.
+    bad_input_log: Option<(Instant, u32, u64)>,
     /// Not watching the control socket until then: the process ran out of descriptors.
     accept_paused_until: Option<Instant>,
     /// When running out of descriptors was last logged.
@@ -296,6 +302,7 @@ pub fn run(config: Config, policy: LoadPolicy, reload: Reload) -> Result<(), Dae
     }
 
     let mut daemon = Daemon {
+        bad_input_log: None,
         accept_paused_until: None,
         fds_warned: None,
         ready_fd: ready,
@@ -948,7 +955,25 @@ impl Daemon {
                     }
                     _ => self.stats.malformed += 1,
                 }
-                warn!("{e}");
+                // A flood of foreign or malformed datagrams is counted in `stats`; the log
+                // gets the first few of every window and then how many more there were.
+                let now = Instant::now();
+                let window = self.bad_input_log.get_or_insert((now, 0, 0));
+                if now.duration_since(window.0) >= BAD_INPUT_WINDOW {
+                    if window.2 > 0 {
+                        warn!(
+                            "{} more rejected or malformed message(s) in the last {:?} (counted in stats)",
+                            window.2, BAD_INPUT_WINDOW
+                        );
+                    }
+                    *window = (now, 0, 0);
+                }
+                if window.1 < BAD_INPUT_LOGGED {
+                    window.1 += 1;
+                    warn!("{e}");
+                } else {
+                    window.2 += 1;
+                }
                 Ok(())
             }
             Severity::NeedsResync => {

@@ -537,6 +537,46 @@ fn control_clients_are_capped_idle_ones_dropped_and_running_out_of_descriptors_d
 }
 
 #[test]
+fn malformed_events_are_counted_and_a_flood_of_them_logged_ten_times() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let mut d = Daemon::start(sys.root(), &["--no-coldplug"]);
+        let tag = unique("bad");
+        // From the kernel's port, but without SUBSYSTEM.
+        let bad: Vec<Vec<u8>> = (0..50)
+            .map(|i| {
+                let p = format!("/devices/virtual/{tag}/b{i}");
+                format!("add@{p}\0ACTION=add\0DEVPATH={p}\0").into_bytes()
+            })
+            .collect();
+        let inj = Injector::open().unwrap();
+        inj.send_all(&bad).unwrap();
+        d.wait_for_stat("malformed", 50, TIMEOUT);
+        let deadline = Instant::now() + TIMEOUT;
+        let logged = |d: &Daemon| d.child.transcript().matches("SUBSYSTEM is missing").count();
+        while logged(&d) < 10 {
+            assert!(Instant::now() < deadline, "{}", d.child.transcript());
+            let _ = d.child.wait_for(Duration::from_millis(100), |_| false);
+        }
+        let _ = d.child.wait_for(Duration::from_millis(300), |_| false);
+        assert_eq!(logged(&d), 10, "{}", d.child.transcript());
+        // Nothing else suffers.
+        inj.send(&char_event(
+            Action::Add,
+            &format!("/devices/virtual/{tag}/good"),
+            "t",
+            (240, 1),
+            "good",
+        ))
+        .unwrap();
+        d.wait_for_stat("processed", 1, TIMEOUT);
+        assert!(d.dev.path().join("good").exists());
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
 fn restart_neither_redoes_work_nor_keeps_stale_nodes() {
     in_private_netns(|| {
         let sys = small_tree();
