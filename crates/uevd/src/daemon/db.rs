@@ -53,7 +53,8 @@ use uevd_wire::Uevent;
 pub struct NodeRecord {
     /// The node.
     pub spec: NodeSpec,
-    /// Directories created for it, outermost first (pruned on remove).
+    /// Directories created for it, outermost first (a record of what was made; on remove,
+    /// whatever parents are left empty go, whoever made them).
     pub created_dirs: Vec<String>,
 }
 

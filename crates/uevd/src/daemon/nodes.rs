@@ -468,7 +468,7 @@ pub struct NodeSpec {
 /// What [`Nodes::ensure_node`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ensured {
-    /// Directories it created, outermost first (pruned again on remove).
+    /// Directories it created, outermost first (kept in the device's record).
     pub created_dirs: Vec<String>,
     /// Whether a node was (re)created, as opposed to found correct or fixed in place.
     pub created: bool,
@@ -622,14 +622,13 @@ impl<F: DevFs> Nodes<F> {
     }
 
     /// Removes the node at `path` if it is still the `kind`/`devnum` node (another device may
-    /// have taken the name since), then prunes the `created_dirs` that are now empty. Returns
+    /// have taken the name since), then the parent directories that are left empty. Returns
     /// whether a node was removed.
     pub fn remove_node(
         &self,
         path: &NodePath,
         kind: NodeKind,
         devnum: (u32, u32),
-        created_dirs: &[String],
     ) -> Result<bool, NodeError> {
         let p = path.as_str();
         let removed = match self.fs.lstat(p).map_err(io("stat", p))? {
@@ -641,15 +640,20 @@ impl<F: DevFs> Nodes<F> {
             }
             _ => false,
         };
-        self.prune(created_dirs);
+        if removed {
+            self.prune_parents(path);
+        }
         Ok(removed)
     }
 
-    /// Removes the directories in `dirs` (outermost first) that are empty, innermost first.
-    pub fn prune(&self, dirs: &[String]) {
-        for dir in dirs.iter().rev() {
+    /// Removes the parent directories of `path` that are empty now, innermost first, up to
+    /// (not including) the `--dev` root — as devtmpfs does for the nodes it removes, and udev
+    /// for its links. Whichever device made a directory, the last one out takes it; one that
+    /// is not empty (or a mount point) stops the climb.
+    fn prune_parents(&self, path: &NodePath) {
+        let dirs: Vec<&str> = path.ancestors().collect();
+        for dir in dirs.into_iter().rev() {
             if self.fs.rmdir(dir).is_err() {
-                // Not empty (another node lives there) or already gone: leave the rest too.
                 break;
             }
         }
@@ -702,7 +706,10 @@ impl<F: DevFs> Nodes<F> {
         let path = link.as_str();
         match self.fs.readlink(path) {
             Ok(t) if t == link.relative_target(target) => match self.fs.unlink(path) {
-                Ok(()) | Err(Errno::NOENT) => Ok(true),
+                Ok(()) | Err(Errno::NOENT) => {
+                    self.prune_parents(link);
+                    Ok(true)
+                }
                 Err(e) => Err(io("unlink", path)(e)),
             },
             Ok(_) | Err(Errno::NOENT | Errno::INVAL) => Ok(false),

@@ -312,21 +312,15 @@ impl<F: DevFs> Processor<F> {
                         gid: decision.gid.unwrap_or(0),
                     };
                     // A node that moved (renamed, new devnum) leaves its old name.
-                    if let Some(NodeRecord {
-                        spec: old,
-                        created_dirs,
-                    }) = previous.and_then(|p| p.node.as_ref())
+                    if let Some(NodeRecord { spec: old, .. }) =
+                        previous.and_then(|p| p.node.as_ref())
                     {
                         if old.path != spec.path
                             || old.devnum != spec.devnum
                             || old.kind != spec.kind
                         {
-                            if let Err(e) = self.nodes.remove_node(
-                                &old.path,
-                                old.kind,
-                                old.devnum,
-                                created_dirs,
-                            ) {
+                            if let Err(e) = self.nodes.remove_node(&old.path, old.kind, old.devnum)
+                            {
                                 out.errors.push(format!("{}: {e}", Self::context(event)));
                             }
                         }
@@ -445,21 +439,14 @@ impl<F: DevFs> Processor<F> {
         }
         match out.previous.as_deref() {
             Some(old) => {
-                if let Some(NodeRecord {
-                    spec: node,
-                    created_dirs,
-                }) = &old.node
-                {
+                if let Some(NodeRecord { spec: node, .. }) = &old.node {
                     let old_id = old.id();
                     for link in &old.symlinks {
                         if let Err(e) = self.drop_link(link, &old_id, &node.path) {
                             out.errors.push(format!("{ctx}: {e}"));
                         }
                     }
-                    if let Err(e) =
-                        self.nodes
-                            .remove_node(&node.path, node.kind, node.devnum, created_dirs)
-                    {
+                    if let Err(e) = self.nodes.remove_node(&node.path, node.kind, node.devnum) {
                         // The node stays, so does the record that tracks it: the next
                         // resync or start finds the device gone and tries again.
                         out.errors.push(format!(
@@ -482,7 +469,7 @@ impl<F: DevFs> Processor<F> {
                             } else {
                                 NodeKind::Char
                             };
-                            if let Err(e) = self.nodes.remove_node(&path, kind, devnum, &[]) {
+                            if let Err(e) = self.nodes.remove_node(&path, kind, devnum) {
                                 out.errors.push(format!("{ctx}: {e}"));
                             }
                         }

@@ -577,6 +577,45 @@ fn malformed_events_are_counted_and_a_flood_of_them_logged_ten_times() {
 }
 
 #[test]
+fn the_last_node_out_of_a_directory_takes_it_whoever_made_it() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let d = Daemon::start(sys.root(), &["--no-coldplug"]);
+        let tag = unique("prune");
+        let ev = |action, i: usize| {
+            char_event(
+                action,
+                &format!("/devices/virtual/{tag}/e{i}"),
+                "input",
+                (13, 64 + i),
+                &format!("input/deep/event{i}"),
+            )
+        };
+        let inj = Injector::open().unwrap();
+        // event1 makes input/deep; event2 finds it there; event1 goes first.
+        inj.send_all(&[
+            ev(Action::Add, 1),
+            ev(Action::Add, 2),
+            ev(Action::Remove, 1),
+        ])
+        .unwrap();
+        d.wait_for_stat("processed", 3, TIMEOUT);
+        d.settle();
+        assert!(d.dev.path().join("input/deep/event2").exists());
+        inj.send(&ev(Action::Remove, 2)).unwrap();
+        d.wait_for_stat("processed", 4, TIMEOUT);
+        d.settle();
+        assert_eq!(
+            listing(d.dev.path()),
+            Vec::<String>::new(),
+            "input/deep and input pruned"
+        );
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
 fn restart_neither_redoes_work_nor_keeps_stale_nodes() {
     in_private_netns(|| {
         let sys = small_tree();
