@@ -958,7 +958,9 @@ impl Evaluator<'_> {
                     }
                     value.clear();
                     self.substitute(*subst, arg.as_deref(), state, &mut value);
-                    if replace_whitespace {
+                    // As udev: a program's result keeps its spaces (it may name several
+                    // links), every other substitution has them replaced.
+                    if replace_whitespace && *subst != Subst::Result {
                         let collapsed =
                             value.split_ascii_whitespace().collect::<Vec<_>>().join("_");
                         out.push_str(&collapsed);
