@@ -498,10 +498,9 @@ impl Evaluator<'_> {
             }
             Key::Sysctl(name, p) => {
                 let n = self.expand(name, state, false);
-                match self.host.sysctl(&n) {
-                    Some(v) => p.matches_str(Some(v.trim_end_matches('\n'))),
-                    None => return !want,
-                }
+                // As udev: a parameter that does not exist reads as empty.
+                let value = self.host.sysctl(&n);
+                p.matches_str(Some(value.as_deref().map_or("", str::trim)))
             }
             Key::Test(mode, path) => {
                 let mut p = self.expand(path, state, false);

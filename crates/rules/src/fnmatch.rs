@@ -341,12 +341,10 @@ fn skip_rest(pat: &[u8], mut p: usize, negate: bool) -> Bracket {
     }
 }
 
-/// True if the pattern has characters fnmatch treats specially (`*`, `?`, `[`, `\`), so a
-/// plain comparison would not do.
+/// True if the pattern has a wildcard (`*`, `?`, `[`). As in udev, a pattern without one
+/// is compared as it is, backslashes included; only a glob goes through fnmatch.
 pub fn is_glob(pattern: &[u8]) -> bool {
-    pattern
-        .iter()
-        .any(|c| matches!(c, b'*' | b'?' | b'[' | b'\\'))
+    pattern.iter().any(|c| matches!(c, b'*' | b'?' | b'['))
 }
 
 #[cfg(test)]

@@ -453,7 +453,11 @@ impl FileParser<'_> {
                 } else if op.is_match() {
                     Key::Attr(name, Pattern::new(value))
                 } else {
-                    if matches!(op, Op::Add | Op::Remove) {
+                    // As udev 252: `-=` is an error, `+=` and `:=` mean `=`.
+                    if op == Op::Remove {
+                        return err(at, format!("invalid operator '-=' for ATTR"));
+                    }
+                    if matches!(op, Op::Add | Op::AssignFinal) {
                         warnings.push((
                             at,
                             format!(
@@ -471,7 +475,11 @@ impl FileParser<'_> {
                 if op.is_match() {
                     Key::Sysctl(name, Pattern::new(value))
                 } else {
-                    if matches!(op, Op::Add | Op::Remove) {
+                    // As udev 252: `-=` is an error, `+=` and `:=` mean `=`.
+                    if op == Op::Remove {
+                        return err(at, format!("invalid operator '-=' for SYSCTL"));
+                    }
+                    if matches!(op, Op::Add | Op::AssignFinal) {
                         warnings.push((
                             at,
                             format!(

@@ -259,6 +259,15 @@ fn match_keys_agree_with_udevadm_on_real_devices() {
 }
 
 #[test]
+fn match_edge_cases_agree_with_udevadm_on_real_devices() {
+    if available() {
+        for dev in real_devices() {
+            compare("15-match-edges.rules", dev);
+        }
+    }
+}
+
+#[test]
 fn assignments_and_substitutions_agree_with_udevadm_on_real_devices() {
     if available() {
         for dev in real_devices() {
