@@ -455,7 +455,7 @@ impl FileParser<'_> {
                 } else {
                     // As udev 252: `-=` is an error, `+=` and `:=` mean `=`.
                     if op == Op::Remove {
-                        return err(at, format!("invalid operator '-=' for ATTR"));
+                        return err(at, "invalid operator '-=' for ATTR".to_string());
                     }
                     if matches!(op, Op::Add | Op::AssignFinal) {
                         warnings.push((
@@ -477,7 +477,7 @@ impl FileParser<'_> {
                 } else {
                     // As udev 252: `-=` is an error, `+=` and `:=` mean `=`.
                     if op == Op::Remove {
-                        return err(at, format!("invalid operator '-=' for SYSCTL"));
+                        return err(at, "invalid operator '-=' for SYSCTL".to_string());
                     }
                     if matches!(op, Op::Add | Op::AssignFinal) {
                         warnings.push((
