@@ -227,12 +227,14 @@ pub struct TriggerArgs {
     #[arg(short = 'S', long, value_name = "PATTERN")]
     pub subsystem_nomatch: Vec<String>,
     /// Only devices with a matching name (pattern, repeatable: any may match).
-    #[arg(long, value_name = "PATTERN")]
+    #[arg(short = 'y', long, value_name = "PATTERN")]
     pub sysname_match: Vec<String>,
-    /// Only devices whose sysfs attribute matches (repeatable: all must match).
-    #[arg(short, long, value_name = "ATTR=PATTERN")]
+    /// Only devices whose sysfs attribute matches, or (ATTR alone) has it (repeatable: all
+    /// must match).
+    #[arg(short, long, value_name = "ATTR[=PATTERN]")]
     pub attr_match: Vec<String>,
-    /// Only devices with a matching uevent property (repeatable: any may match).
+    /// Only devices with a matching property, as udev sees them: DEVPATH, SUBSYSTEM, DRIVER,
+    /// DEVNAME as /dev/NAME and the uevent file's (repeatable: any may match).
     #[arg(short, long, value_name = "KEY=PATTERN")]
     pub property_match: Vec<String>,
     /// List what would be triggered, write nothing.
@@ -250,7 +252,8 @@ pub struct TriggerArgs {
     /// With --wait, give up after this many seconds (exit status 3) and list the missing.
     #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = seconds)]
     pub timeout: f64,
-    /// Add KEY=VALUE to the events (they carry SYNTH_ARG_KEY=VALUE; repeatable).
+    /// Add KEY=VALUE to the events (they carry SYNTH_ARG_KEY=VALUE; repeatable). The kernel
+    /// takes letters and digits only, in both.
     #[arg(long, value_name = "KEY=VALUE")]
     pub env: Vec<String>,
 }

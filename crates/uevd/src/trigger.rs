@@ -56,7 +56,8 @@ struct Filter {
     subsystems: Vec<String>,
     not_subsystems: Vec<String>,
     sysnames: Vec<String>,
-    attrs: Vec<(String, String)>,
+    /// `NAME=GLOB`, or just `NAME`: the attribute exists.
+    attrs: Vec<(String, Option<String>)>,
     properties: Vec<(String, String)>,
 }
 
@@ -69,7 +70,10 @@ impl Filter {
             attrs: args
                 .attr_match
                 .iter()
-                .map(|s| key_value(s, "--attr-match"))
+                .map(|s| match s.split_once('=') {
+                    None if !s.is_empty() => Ok((s.clone(), None)),
+                    _ => key_value(s, "--attr-match").map(|(k, v)| (k, Some(v))),
+                })
                 .collect::<Result<_, _>>()?,
             properties: args
                 .property_match
@@ -91,19 +95,34 @@ impl Filter {
                 .any(|p| glob::matches(p, &d.subsystem))
             && any(&self.sysnames, d.sysname())
             && self.attrs.iter().all(|(k, v)| {
-                sysfs
-                    .attr(&d.devpath, k)
-                    .is_some_and(|value| glob::matches(v, &value))
+                sysfs.attr(&d.devpath, k).is_some_and(|value| {
+                    v.as_deref()
+                        .is_none_or(|pattern| glob::matches(pattern, &value))
+                })
             })
             && (self.properties.is_empty()
-                || self.properties.iter().any(|(k, v)| {
-                    let value = match k.as_str() {
-                        "SUBSYSTEM" => Some(d.subsystem.as_str()),
-                        "DRIVER" => d.driver.as_deref(),
-                        _ => d.get(k),
-                    };
-                    value.is_some_and(|value| glob::matches(v, value))
-                }))
+                || self
+                    .properties
+                    .iter()
+                    .any(|(k, v)| property(d, k).is_some_and(|value| glob::matches(v, &value))))
+    }
+}
+
+/// A device property as udevadm's `--property-match` sees it (sd-device): `DEVPATH` and
+/// `SUBSYSTEM` are properties too, and `DEVNAME` is the node's path under `/dev`.
+fn property(d: &Device, key: &str) -> Option<String> {
+    match key {
+        "DEVPATH" => Some(d.devpath.clone()),
+        "SUBSYSTEM" => Some(d.subsystem.clone()),
+        "DRIVER" => d.driver.clone(),
+        "DEVNAME" => d.get(key).map(|n| {
+            if n.starts_with('/') {
+                n.to_owned()
+            } else {
+                format!("/dev/{n}")
+            }
+        }),
+        _ => d.get(key).map(str::to_owned),
     }
 }
 
@@ -125,12 +144,11 @@ fn trigger(args: &TriggerArgs) -> Result<u8, TriggerError> {
         .iter()
         .map(|s| key_value(s, "--env"))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some((k, v)) = env.iter().find(|(k, v)| {
-        !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            || v.contains(char::is_whitespace)
-    }) {
+    // What the kernel takes in a `uevent` write (kobject_action_args): letters and digits.
+    let alnum = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    if let Some((k, v)) = env.iter().find(|(k, v)| !alnum(k) || !alnum(v)) {
         return Err(TriggerError::Usage(format!(
-            "invalid --env {k}={v}: keys are letters, digits and '_', values have no spaces"
+            "invalid --env {k}={v}: the kernel takes only letters and digits, in keys and values"
         )));
     }
     let uuid = match &args.uuid {

@@ -31,4 +31,14 @@ fn bad_usage_exits_2_naming_the_culprit() {
 
     let out = uevd(&["frobnicate"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+
+    // What the kernel would refuse in a uevent write is refused before anything is written.
+    for env in ["A_B=1", "A=x-y", "A="] {
+        let out = uevd(&["trigger", "--dry-run", "--env", env])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{env}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("letters and digits"), "{env}: {err}");
+    }
 }

@@ -409,3 +409,67 @@ fn debians_full_rule_set_agrees_with_udevadm_apart_from_missing_builtins() {
         }
     }
 }
+
+/// The devices `udevadm trigger --dry-run --verbose ARGS` and `uevd trigger` pick on this
+/// machine's `/sys`: neither writes anything with `--dry-run`.
+fn triggered(udevadm: bool, args: &[&str]) -> BTreeSet<String> {
+    let out = if udevadm {
+        let script = "mount -t tmpfs tmpfs /run; exec udevadm trigger --dry-run --verbose \"$@\"";
+        Command::new("unshare")
+            .args([
+                "--mount",
+                "--net",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    } else {
+        let mut all = vec!["trigger", "--dry-run", "--verbose"];
+        all.extend_from_slice(args);
+        uevd(&all).output().unwrap()
+    };
+    assert!(
+        out.status.success(),
+        "{udevadm} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn trigger_filters_pick_what_udevadm_trigger_picks() {
+    if available() {
+        for args in [
+            &["-s", "block"][..],
+            &["-S", "block"],
+            &["-s", "block", "-s", "mem"],
+            &["-y", "loop*"],
+            &["-s", "block", "-y", "loop[12]"],
+            &["-a", "ro"],
+            &["-a", "ro=0"],
+            &["-s", "net", "-a", "address"],
+            &["-p", "DEVNAME=/dev/loop0"],
+            &["-p", "DEVNAME=loop*"],
+            &["-p", "DEVPATH=/devices/virtual/block/loop0"],
+            &["-p", "SUBSYSTEM=mem", "-p", "DEVNAME=/dev/null"],
+        ] {
+            let (theirs, ours) = (triggered(true, args), triggered(false, args));
+            assert_eq!(
+                ours,
+                theirs,
+                "uevd trigger {args:?}: only ours {:?}, only udevadm's {:?}",
+                ours.difference(&theirs).collect::<Vec<_>>(),
+                theirs.difference(&ours).collect::<Vec<_>>()
+            );
+        }
+    }
+}
