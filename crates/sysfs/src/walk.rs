@@ -113,7 +113,8 @@ impl Sysfs {
     }
 
     /// The content of attribute `name` of `devpath`, without its trailing newline; `None` if
-    /// missing or unreadable (or `name` tries to leave the device directory).
+    /// missing or unreadable (or `name` tries to leave the device directory). The `driver`,
+    /// `subsystem` and `module` links read as the name they point to, as in udev.
     pub fn attr(&self, devpath: &str, name: &str) -> Option<String> {
         if !valid_devpath(devpath)
             || name.is_empty()
@@ -122,7 +123,13 @@ impl Sysfs {
         {
             return None;
         }
-        let text = fs::read(self.path_of(devpath).join(name)).ok()?;
+        let path = self.path_of(devpath).join(name);
+        // As sd-device: these links read as the name they point to; other links not at all.
+        if matches!(name, "driver" | "subsystem" | "module") {
+            let target = fs::read_link(&path).ok()?;
+            return target.file_name().map(|n| n.to_string_lossy().into_owned());
+        }
+        let text = fs::read(path).ok()?;
         let text = String::from_utf8_lossy(&text);
         Some(text.trim_end_matches('\n').to_owned())
     }
@@ -661,6 +668,12 @@ mod tests {
             sys.attr("/devices/platform/a/b", "../../../kernel/uevent_seqnum"),
             None
         );
+        // The subsystem link reads as the name it points to; other links not at all.
+        assert_eq!(
+            sys.attr("/devices/platform/a/b", "subsystem").as_deref(),
+            Some("tty")
+        );
+        assert_eq!(sys.attr("/devices/platform/a/b", "driver"), None);
         let b = sys.device("/devices/platform/a/b").unwrap().unwrap();
         assert_eq!(b.get("DEVNAME"), Some("b"));
         assert_eq!(sys.device("/devices/platform/nosub").unwrap(), None);
