@@ -39,6 +39,9 @@ pub enum NameError {
     /// Longer than the kernel accepts.
     #[error("name too long")]
     TooLong,
+    /// Starts like the temporary names uevd replaces nodes through.
+    #[error("names starting with '.uevd-tmp.' are uevd's own")]
+    Reserved,
 }
 
 impl NodePath {
@@ -61,6 +64,7 @@ impl NodePath {
                 "" => return Err(NameError::EmptyComponent),
                 "." | ".." => return Err(NameError::Dot),
                 c if c.len() > 255 => return Err(NameError::TooLong),
+                c if c.starts_with(TEMP_PREFIX) => return Err(NameError::Reserved),
                 _ => {}
             }
         }
@@ -720,10 +724,20 @@ impl<F: DevFs> Nodes<F> {
 
 /// The temporary name a node or link is created under before being renamed into place: in the
 /// same directory (so the rename is atomic), hidden, and specific to uevd.
+/// How the temporary names of node replacements start; no device may have such a name.
+const TEMP_PREFIX: &str = ".uevd-tmp.";
+
+/// The temporary name a replacement for `path` is made under: in the same directory (so the
+/// rename is atomic), short whatever the leaf's length (a hash of it), and in a namespace
+/// [`NodePath::new`] refuses to devices, so it can never be another device's node.
 fn temp_name(path: &NodePath) -> String {
+    // FNV-1a: stable, and a collision only makes two replacements share a scratch name.
+    let hash = path.leaf().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     match path.parent() {
-        "" => format!(".uevd-tmp.{}", path.leaf()),
-        parent => format!("{parent}/.uevd-tmp.{}", path.leaf()),
+        "" => format!("{TEMP_PREFIX}{hash:016x}"),
+        parent => format!("{parent}/{TEMP_PREFIX}{hash:016x}"),
     }
 }
 
@@ -771,11 +785,20 @@ mod tests {
     }
 
     #[test]
-    fn temp_names_stay_in_the_same_directory() {
-        assert_eq!(temp_name(&NodePath::new("null").unwrap()), ".uevd-tmp.null");
+    fn temp_names_stay_in_the_same_directory_short_and_out_of_devices_reach() {
+        let null = temp_name(&NodePath::new("null").unwrap());
+        assert!(
+            null.starts_with(".uevd-tmp.") && !null.contains('/'),
+            "{null}"
+        );
+        let event = temp_name(&NodePath::new("input/event3").unwrap());
+        assert!(event.starts_with("input/.uevd-tmp."), "{event}");
+        let long = temp_name(&NodePath::new(&"x".repeat(255)).unwrap());
+        assert!(long.len() < 40, "{long}");
+        assert_eq!(NodePath::new(&null), Err(NameError::Reserved));
         assert_eq!(
-            temp_name(&NodePath::new("input/event3").unwrap()),
-            "input/.uevd-tmp.event3"
+            NodePath::new("input/.uevd-tmp.victim"),
+            Err(NameError::Reserved)
         );
     }
 
