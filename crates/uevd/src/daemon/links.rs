@@ -44,6 +44,27 @@ pub fn escape(link: &str) -> String {
     out
 }
 
+/// The longest claim directory name kept as the escaped link itself (file names stop at 255).
+const MAX_PLAIN_NAME: usize = 200;
+
+/// The directory name of `link`'s claims: the escaped link, or for a long link its first
+/// bytes and a hash of the whole (as udev does), so that any link a device can have can be
+/// claimed.
+fn claim_dir_name(link: &str) -> String {
+    let escaped = escape(link);
+    if escaped.len() <= MAX_PLAIN_NAME {
+        return escaped;
+    }
+    let hash = link.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut cut = MAX_PLAIN_NAME - 20;
+    while !escaped.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}-{hash:016x}", &escaped[..cut])
+}
+
 impl LinkClaims {
     /// Uses (creating) `RUN/links`. The daemon runs with umask 0, so every directory and
     /// file here gets an explicit mode: only root may write claims (a planted claim would
@@ -67,7 +88,7 @@ impl LinkClaims {
     }
 
     fn link_dir(&self, link: &NodePath) -> PathBuf {
-        self.dir.join(escape(link.as_str()))
+        self.dir.join(claim_dir_name(link.as_str()))
     }
 
     /// Records `claim` on `link` and returns the winning claim after it.
@@ -278,5 +299,28 @@ mod tests {
             .claim(&fresh, &claim("b8:1", 0, "sda1"))
             .expect("claim");
         assert_eq!(mode(&tmp.path().join("links/disk\\x2fother")), 0o755);
+    }
+
+    #[test]
+    fn a_link_longer_than_a_file_name_can_be_claimed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let claims = LinkClaims::open(tmp.path()).expect("open");
+        let long = format!("{}sda", "twenty-chars-abcdefg/".repeat(12));
+        let link = NodePath::new(&long).expect("path");
+        assert!(escape(&long).len() > 255);
+        assert_eq!(
+            claims
+                .claim(&link, &claim("b8:0", 0, "sda"))
+                .expect("claim")
+                .id,
+            "b8:0"
+        );
+        let other = NodePath::new(&long.replace("/sda", "/sdb")).expect("path");
+        assert_ne!(
+            claim_dir_name(link.as_str()),
+            claim_dir_name(other.as_str())
+        );
+        assert!(claim_dir_name(link.as_str()).len() <= MAX_PLAIN_NAME);
+        assert_eq!(claims.release(&link, "b8:0").expect("release"), None);
     }
 }
