@@ -569,6 +569,7 @@ impl Daemon {
             if let Some(w) = &mut self.watches {
                 let _ = w.update(old, None);
             }
+            self.move_descendants(old, &devpath);
         }
         if let Some(w) = &mut self.watches {
             if let Err(e) = w.update(&devpath, p.record.as_deref()) {
@@ -588,6 +589,32 @@ impl Daemon {
         } else {
             let jobs = std::mem::take(&mut p.helpers);
             self.run_chain(helpers::Chain::new(p, jobs));
+        }
+    }
+
+    /// A device moved from `old` to `new`: the devices below it moved with it (the kernel
+    /// sends no event for them), so their records follow, in memory and in the database.
+    fn move_descendants(&mut self, old: &str, new: &str) {
+        let below: Vec<String> = self
+            .known
+            .keys()
+            .filter(|k| uevd_sysfs::is_below(k, old))
+            .cloned()
+            .collect();
+        for key in below {
+            let Some(record) = self.known.remove(&key) else {
+                continue;
+            };
+            let mut moved = (*record).clone();
+            moved.devpath = format!("{new}{}", &key[old.len()..]);
+            self.pool.processor().db().write(&moved.id(), &moved);
+            if let Some(w) = &mut self.watches {
+                let _ = w.update(&key, None);
+                if let Err(e) = w.update(&moved.devpath, Some(&moved)) {
+                    error!("{}: cannot watch its node: {e}", moved.devpath);
+                }
+            }
+            self.known.insert(moved.devpath.clone(), Arc::new(moved));
         }
     }
 

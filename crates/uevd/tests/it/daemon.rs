@@ -616,6 +616,63 @@ fn the_last_node_out_of_a_directory_takes_it_whoever_made_it() {
 }
 
 #[test]
+fn a_parents_move_takes_its_childrens_records_along() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let d = Daemon::start(sys.root(), &["--no-coldplug"]);
+        let tag = unique("mv");
+        let (a, b) = (
+            format!("/devices/virtual/{tag}/a"),
+            format!("/devices/virtual/{tag}/b"),
+        );
+        let kid = |parent: &str| format!("{parent}/kid");
+        let inj = Injector::open().unwrap();
+        inj.send_all(&[
+            char_event(Action::Add, &a, "t", (240, 0), "a0"),
+            char_event(Action::Add, &kid(&a), "t", (240, 1), "kid0"),
+        ])
+        .unwrap();
+        d.wait_for_stat("processed", 2, TIMEOUT);
+        // The kernel sends a move for the parent only.
+        inj.send(
+            &event(Action::Move, &b, "t")
+                .var("DEVPATH_OLD", &a)
+                .var("MAJOR", "240")
+                .var("MINOR", "0")
+                .var("DEVNAME", "a0")
+                .to_bytes(),
+        )
+        .unwrap();
+        d.wait_for_stat("processed", 3, TIMEOUT);
+        d.settle();
+        let (code, out, err) = d.client("info", &[&kid(&b)]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(&format!("P:{}\n", kid(&b))), "{out}");
+        assert_ne!(
+            d.client("info", &[&kid(&a)]).0,
+            0,
+            "no record left at the old path"
+        );
+        inj.send_all(&[
+            char_event(Action::Remove, &kid(&b), "t", (240, 1), "kid0"),
+            char_event(Action::Remove, &b, "t", (240, 0), "a0"),
+        ])
+        .unwrap();
+        d.wait_for_stat("processed", 5, TIMEOUT);
+        d.settle();
+        assert_eq!(d.stats()["devices"], 0);
+        assert_eq!(listing(d.dev.path()), Vec::<String>::new());
+        assert!(
+            db_ids(d.run.path()).is_empty(),
+            "{:?}",
+            db_ids(d.run.path())
+        );
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
 fn restart_neither_redoes_work_nor_keeps_stale_nodes() {
     in_private_netns(|| {
         let sys = small_tree();
