@@ -1121,6 +1121,7 @@ impl Daemon {
         for record in gone {
             self.queue_removal(&record, origin, sync.seqnum);
         }
+        self.undo_stale_queued(origin, sync.seqnum);
         for event in sync.held {
             self.enqueue_kernel(event);
         }
@@ -1131,6 +1132,32 @@ impl Daemon {
         }
         log_sync(origin, &summary, &walk_stats, started.elapsed());
         Ok(())
+    }
+
+    /// Events queued before the walk for devices it did not find (their `remove` was among
+    /// the lost events) would make stale nodes once they run: a `remove` is queued after each
+    /// such device's last one.
+    fn undo_stale_queued(&mut self, origin: Origin, seqnum: u64) {
+        let mut seen = std::collections::HashSet::new();
+        let mut stale = Vec::new();
+        for job in self.queue.waiting().collect::<Vec<_>>().into_iter().rev() {
+            let event = &job.event;
+            if job.origin == Origin::Kernel
+                && event.action() != uevd_wire::Action::Remove
+                && seen.insert(event.devpath().to_owned())
+                && !self.sysfs.has_device(event.devpath())
+            {
+                stale.push(reconcile::removal_after(event, seqnum));
+            }
+        }
+        for event in stale {
+            match event {
+                Ok(event) => {
+                    self.queue.push_walked(event, origin, None);
+                }
+                Err(e) => warn!("{origin:?}: cannot synthesize a remove: {e}"),
+            }
+        }
     }
 
     /// Queues the `remove` of a device that vanished. Its parents are read live: it is not

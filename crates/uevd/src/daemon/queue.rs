@@ -100,6 +100,11 @@ impl Queue {
         Queue::default()
     }
 
+    /// The events still waiting, oldest first.
+    pub fn waiting(&self) -> impl Iterator<Item = &Job> {
+        self.pending.iter().map(|(job, _)| job)
+    }
+
     /// Appends an event; returns its id.
     pub fn push(&mut self, event: Uevent, origin: Origin) -> u64 {
         self.push_walked(event, origin, None)

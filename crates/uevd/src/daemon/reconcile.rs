@@ -130,6 +130,22 @@ fn differs(device: &Device, record: &DeviceRecord) -> bool {
     }) || device.driver.as_deref() != record.property("DRIVER")
 }
 
+/// The `remove` that undoes `event` (still queued) for a device that is no longer there:
+/// its variables, as the kernel's own remove would carry them.
+pub fn removal_after(event: &Uevent, seqnum: u64) -> Result<Uevent, ParseError> {
+    let mut b = UeventBuilder::new(Action::Remove, event.devpath(), event.subsystem());
+    for (k, v) in event.iter() {
+        let own = matches!(
+            k,
+            "ACTION" | "DEVPATH" | "SUBSYSTEM" | "SEQNUM" | "DEVPATH_OLD"
+        ) || k.starts_with("SYNTH_");
+        if !own {
+            b.var(k, v);
+        }
+    }
+    b.seqnum(seqnum).build()
+}
+
 /// The `remove` for a device that vanished, stamped with `seqnum`: its processed properties,
 /// so the rules and the node logic see what they saw when it was added.
 pub fn removal(record: &DeviceRecord, seqnum: u64) -> Result<Uevent, ParseError> {

@@ -1244,6 +1244,65 @@ fn recurring_overflows_make_the_daemon_degraded_and_settle_waits_for_the_deferre
 }
 
 #[test]
+fn a_resync_undoes_queued_events_of_devices_that_are_gone() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let tag = unique("stale");
+        let hold = format!("/devices/virtual/{tag}/hold");
+        sys.device(&hold, "widget", &[]).unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let rules = work.path().join("hold.rules");
+        // The parent's change is done only when its helper is; its children's events wait.
+        std::fs::write(
+            &rules,
+            "SUBSYSTEM==\"widget\", KERNEL==\"hold\", ACTION==\"change\", RUN+=\"/bin/sleep 1\"\n",
+        )
+        .unwrap();
+        let rules_arg = rules.display().to_string();
+        let d = Daemon::start(
+            sys.root(),
+            &["--no-coldplug", "--recv-buffer", "1", "--rules", &rules_arg],
+        );
+        let inj = Injector::open().unwrap();
+        // y waits behind hold; it is not in sysfs (its remove will be lost).
+        inj.send_all(&[
+            event(Action::Change, &hold, "widget").to_bytes(),
+            char_event(Action::Add, &format!("{hold}/y"), "widget", (240, 9), "y"),
+        ])
+        .unwrap();
+        d.wait_for_stat("queued", 1, TIMEOUT);
+        // Frozen, the tiny buffer overflows: y's remove would be among what is lost.
+        d.child.signal(Signal::STOP).unwrap();
+        let flood: Vec<Vec<u8>> = (0..300)
+            .map(|i| {
+                char_event(
+                    Action::Remove,
+                    &format!("{hold}/z{i}"),
+                    "widget",
+                    (241, i),
+                    &format!("z{i}"),
+                )
+            })
+            .collect();
+        inj.send_all(&flood).unwrap();
+        d.child.signal(Signal::CONT).unwrap();
+        d.settle();
+        let stats = d.stats();
+        assert!(
+            stats["overflows"] >= 1 && stats["resyncs"] >= 1,
+            "{stats:?}"
+        );
+        assert_eq!(
+            listing(d.dev.path()),
+            Vec::<String>::new(),
+            "no stale node for y"
+        );
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
 fn a_full_queue_with_an_overflow_waiting_in_the_kernel_does_not_spin() {
     in_private_netns(|| {
         let sys = FakeSysfs::new().unwrap();
