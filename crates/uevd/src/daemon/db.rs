@@ -106,6 +106,19 @@ pub enum DbError {
         /// Bytes dropped from there on.
         dropped: u64,
     },
+    /// Damaged bytes in the middle of a journal or snapshot, skipped: the entries before and
+    /// after them are kept, the ones in them lost (coldplug reconciles those devices).
+    #[error(
+        "device database: {path} is damaged at bytes {from}..{to}: skipped them, kept the entries around them"
+    )]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// Where the damage starts.
+        from: u64,
+        /// Where the next good entry starts.
+        to: u64,
+    },
     /// A record that does not parse.
     #[error("device database: corrupt record {path}, line {line}: {what}")]
     Corrupt {
@@ -451,18 +464,53 @@ fn fill_digits<const RADIX: u64>(field: &mut [u8], mut n: u64) {
 type Live = HashMap<String, DeviceRecord>;
 
 /// Replays the entries of `bytes` over `live`, in order. Returns corrupt records (framed
-/// correctly but unreadable, e.g. from a newer uevd) as errors, and the length of the good
-/// prefix: where a torn or garbled entry starts, or `bytes.len()`.
+/// correctly but unreadable, e.g. from a newer uevd) and damaged stretches as errors, and
+/// where the good entries end: a damaged stretch with good entries after it is skipped (only
+/// its own entries are lost), one at the end is a torn tail, cut off by the caller.
 fn replay(bytes: &[u8], path: &Path, live: &mut Live) -> (Vec<DbError>, usize) {
     let mut errors = Vec::new();
-    let mut at = 0;
+    let (mut at, mut good_end) = (0, 0);
     while at < bytes.len() {
-        let Some(entry_len) = replay_entry(&bytes[at..], path, live, &mut errors) else {
-            break;
-        };
-        at += entry_len;
+        if let Some(entry_len) = replay_entry(&bytes[at..], path, live, &mut errors) {
+            at += entry_len;
+            good_end = at;
+            continue;
+        }
+        // Entries start after a newline; the next one that checks out is where it goes on.
+        let next = (at + 1..bytes.len())
+            .filter(|&p| bytes[p - 1] == b'\n')
+            .find(|&p| entry_checks_out(&bytes[p..]));
+        let Some(next) = next else { break };
+        errors.push(DbError::Damaged {
+            path: path.to_owned(),
+            from: at as u64,
+            to: next as u64,
+        });
+        at = next;
     }
-    (errors, at)
+    (errors, good_end)
+}
+
+/// Whether a whole, intact entry starts `bytes` (header and checksum), without replaying it.
+fn entry_checks_out(bytes: &[u8]) -> bool {
+    let Some(eol) = bytes.iter().position(|&b| b == b'\n') else {
+        return false;
+    };
+    let Ok(header) = std::str::from_utf8(&bytes[..eol]) else {
+        return false;
+    };
+    let mut fields = header.splitn(4, ' ');
+    let (Some("R" | "X"), Some(len), Some(sum), Some(id)) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return false;
+    };
+    let (Ok(len), Ok(sum)) = (len.parse::<usize>(), u64::from_str_radix(sum, 16)) else {
+        return false;
+    };
+    bytes
+        .get(eol + 1..eol + 1 + len)
+        .is_some_and(|payload| checksum(id.as_bytes(), payload) == sum)
 }
 
 /// Replays the entry at the start of `bytes`; `None` if it is torn or garbled.
@@ -613,6 +661,8 @@ impl Db {
     pub fn load_all(&self) -> Result<(Vec<DeviceRecord>, Vec<DbError>), DbError> {
         let (records, errors, good_len) = read_dir_records(&self.dir)?;
         let mut journal = self.journal();
+        // Damage kept in the middle of a file is rewritten away by the next snapshot.
+        journal.lost |= errors.iter().any(|e| matches!(e, DbError::Damaged { .. }));
         if good_len < journal.len {
             rustix::fs::ftruncate(&journal.file, good_len).map_err(|e| DbError::Io {
                 op: "truncate",
@@ -945,6 +995,38 @@ mod tests {
             "appends follow the last good entry: {errors:?}"
         );
         assert_eq!(records, [a, c]);
+    }
+
+    #[test]
+    fn damage_in_the_middle_costs_only_the_entries_it_hits() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let all: Vec<DeviceRecord> = (1..=100).map(other).collect();
+        for r in &all {
+            db.write(&r.id(), r);
+        }
+        db.flush().unwrap();
+        let mut bytes = std::fs::read(db.journal_path()).unwrap();
+        let at = bytes.len() / 10;
+        bytes[at] ^= 0x01;
+        std::fs::write(db.journal_path(), &bytes).unwrap();
+        drop(db);
+        let db = Db::open(dir.path()).unwrap();
+        let (records, errors) = db.load_all().unwrap();
+        assert_eq!(records.len(), 99, "one entry lost, not the 90 after it");
+        assert!(
+            matches!(&errors[..], [DbError::Damaged { .. }]),
+            "{errors:?}"
+        );
+        assert!(errors[0]
+            .to_string()
+            .contains("skipped them, kept the entries around them"));
+        assert!(db.needs_snapshot(99), "a snapshot rewrites the damage away");
+        let records: Vec<&DeviceRecord> = records.iter().collect();
+        db.snapshot(records.iter().copied()).unwrap();
+        let (again, errors) = read(dir.path()).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(again.len(), 99);
     }
 
     #[test]
