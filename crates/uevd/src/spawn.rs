@@ -89,8 +89,10 @@ pub enum SpawnError {
     },
 }
 
-/// Splits a command line: whitespace separates words, `"…"` and `'…'` group, a backslash
-/// escapes the next character outside single quotes.
+/// Splits a command line as udev 252 does (`EXTRACT_UNQUOTE | EXTRACT_RELAX |
+/// EXTRACT_RETAIN_ESCAPE`): whitespace separates words, `"…"` and `'…'` group (a quote left
+/// open runs to the end), and a backslash is an ordinary character, kept for the program
+/// (`printf a\tb` gets its `\t`). `None` for a line without words.
 pub fn split_command(line: &str) -> Option<Vec<String>> {
     let mut words = Vec::new();
     let mut word = String::new();
@@ -98,7 +100,7 @@ pub fn split_command(line: &str) -> Option<Vec<String>> {
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
         match c {
-            ' ' | '\t' | '\n' => {
+            ' ' | '\t' | '\n' | '\r' => {
                 if in_word {
                     words.push(std::mem::take(&mut word));
                     in_word = false;
@@ -106,17 +108,12 @@ pub fn split_command(line: &str) -> Option<Vec<String>> {
             }
             '"' | '\'' => {
                 in_word = true;
-                loop {
-                    match chars.next()? {
-                        q if q == c => break,
-                        '\\' if c == '"' => word.push(chars.next()?),
-                        other => word.push(other),
+                for q in chars.by_ref() {
+                    if q == c {
+                        break;
                     }
+                    word.push(q);
                 }
-            }
-            '\\' => {
-                in_word = true;
-                word.push(chars.next()?);
             }
             other => {
                 in_word = true;
@@ -243,17 +240,30 @@ mod tests {
     #[test]
     fn splitting() {
         assert_eq!(
-            split_command(r#"/bin/sh -c 'echo "a b"' x\ y "q\"q""#),
+            split_command(r#"/bin/sh -c 'echo "a b"' x"y z" a'b'c"#),
             Some(vec![
                 "/bin/sh".to_string(),
                 "-c".into(),
                 "echo \"a b\"".into(),
-                "x y".into(),
-                "q\"q".into()
+                "xy z".into(),
+                "abc".into()
+            ])
+        );
+        // Backslashes are the program's (udev retains escapes).
+        assert_eq!(
+            split_command(r#"/bin/printf a\tb\x01 "c\d""#),
+            Some(vec![
+                "/bin/printf".to_string(),
+                r"a\tb\x01".into(),
+                r"c\d".into()
             ])
         );
         assert_eq!(split_command("   "), None);
-        assert_eq!(split_command("'unterminated"), None);
+        // A quote left open runs to the end (EXTRACT_RELAX).
+        assert_eq!(
+            split_command("echo 'open end"),
+            Some(vec!["echo".to_string(), "open end".into()])
+        );
     }
 
     #[test]
