@@ -763,6 +763,11 @@ impl Evaluator<'_> {
                     }
                     return;
                 }
+                let mut added = self.expand(t, state, false);
+                // Only what this token adds is escaped (as udev), not the value it extends.
+                if state.escape == Some(Escape::Replace) {
+                    added = replace_chars(&added, "");
+                }
                 let mut value = String::new();
                 if op == Op::Add {
                     if let Some(old) = state.properties.get(key) {
@@ -770,10 +775,7 @@ impl Evaluator<'_> {
                         value.push(' ');
                     }
                 }
-                value.push_str(&self.expand(t, state, false));
-                if state.escape == Some(Escape::Replace) {
-                    value = replace_chars(&value, "");
-                }
+                value.push_str(&added);
                 self.note(line, token, &format!("{key}={value}"));
                 state.properties.set(key, value);
             }
@@ -929,7 +931,16 @@ impl Evaluator<'_> {
                     _ => RunItem::Program(command, state.if_exists.unwrap_or_default()),
                 };
                 self.note(line, token, &format!("run '{}'", item.command()));
-                if !state.run.iter().any(|r| r.command() == item.command()) {
+                // The same command once per kind: a builtin and a program may share a name.
+                let same = |r: &RunItem| {
+                    r.command() == item.command()
+                        && matches!(
+                            (r, &item),
+                            (RunItem::Builtin(..), RunItem::Builtin(..))
+                                | (RunItem::Program(..), RunItem::Program(..))
+                        )
+                };
+                if !state.run.iter().any(same) {
                     state.run.push(item);
                 }
             }

@@ -587,9 +587,9 @@ impl FileParser<'_> {
                     "nowatch" => Key::Watch(false),
                     _ => {
                         if let Some(p) = value.strip_prefix("link_priority=") {
-                            match p.parse::<i32>() {
-                                Ok(n) => Key::LinkPriority(n),
-                                Err(_) => return err(at, format!("invalid link priority '{p}'")),
+                            match parse_c_int(p) {
+                                Some(n) => Key::LinkPriority(n),
+                                None => return err(at, format!("invalid link priority '{p}'")),
                             }
                         } else if let Some(name) = value.strip_prefix("static_node=") {
                             Key::StaticNode(name.into())
@@ -608,6 +608,15 @@ impl FileParser<'_> {
                                 }
                             }
                         } else if let Some(level) = value.strip_prefix("log_level=") {
+                            // udev's names (or 0-7), or "reset"; anything else fails the line.
+                            const LEVELS: [&str; 9] = [
+                                "emerg", "alert", "crit", "err", "warning", "notice", "info",
+                                "debug", "reset",
+                            ];
+                            if !LEVELS.contains(&level) && !matches!(level.parse::<u8>(), Ok(0..=7))
+                            {
+                                return err(at, format!("invalid log level '{level}'"));
+                            }
                             Key::LogLevel(level.into())
                         } else {
                             warnings.push((
@@ -843,6 +852,29 @@ fn attr_name(name: &str, mut template: impl FnMut(&str) -> Template) -> AttrName
     } else {
         AttrName::Plain(name.into())
     }
+}
+
+/// An integer as C's `strtol(s, &end, 0)` reads a whole string (udev's `safe_atoi`): leading
+/// whitespace, a sign, then decimal, `0x` hexadecimal or `0` octal digits, nothing after.
+fn parse_c_int(text: &str) -> Option<i32> {
+    let t = text.trim_start();
+    let (negative, t) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let (radix, digits) = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        (16, h)
+    } else if t.len() > 1 && t.starts_with('0') {
+        (8, &t[1..])
+    } else {
+        (10, t)
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let n = i64::from_str_radix(digits, radix).ok()?;
+    i32::try_from(if negative { -n } else { n }).ok()
 }
 
 /// The id of an `OWNER`/`GROUP` whose name is unknown: udev's `(uid_t) -1`, which leaves

@@ -284,3 +284,32 @@ fn keys_without_separators_and_odd_spacing() {
     assert!(diags.is_empty(), "{diags:?}");
     assert_eq!(rules.lines[0].tokens.len(), 3);
 }
+
+#[test]
+fn options_numbers_and_levels_as_udev_reads_them() {
+    for (text, want) in [
+        (" 5", Some(5)),
+        ("-3", Some(-3)),
+        ("0x10", Some(16)),
+        ("010", Some(8)),
+        ("0", Some(0)),
+        ("5x", None),
+        ("", None),
+        ("high", None),
+    ] {
+        assert_eq!(parse_c_int(text), want, "{text:?}");
+    }
+    let (rules, diags) = parse(r#"OPTIONS+="log_level=bogus", ENV{A}="1""#);
+    assert!(rules.lines.is_empty(), "the line is dropped");
+    assert!(
+        diags[0].to_string().contains("invalid log level 'bogus'"),
+        "{diags:?}"
+    );
+    for ok in ["debug", "reset", "7"] {
+        let (rules, diags) = parse(&format!("OPTIONS+=\"log_level={ok}\""));
+        assert!(
+            diags.is_empty() && rules.lines.len() == 1,
+            "{ok}: {diags:?}"
+        );
+    }
+}
