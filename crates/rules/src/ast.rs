@@ -176,8 +176,9 @@ pub enum Key {
     ImportDb(Template),
     /// `IMPORT{cmdline}="key"`: from the kernel command line.
     ImportCmdline(Template),
-    /// `IMPORT{parent}="GLOB"`: properties of the parent device.
-    ImportParent(Pattern),
+    /// `IMPORT{parent}="GLOB"`: properties of the parent device whose names match the
+    /// substituted value as one fnmatch pattern (a `|` there is no alternative, as in udev).
+    ImportParent(Template),
     /// `RESULT==`
     Result(Pattern),
 

@@ -590,16 +590,17 @@ impl Evaluator<'_> {
                     None => false,
                 }
             }
-            Key::ImportParent(pattern) => match parent_of(self.host, &state.devpath) {
+            Key::ImportParent(filter) => match parent_of(self.host, &state.devpath) {
                 None => false,
                 Some(mut parent) => {
+                    let filter = self.expand(filter, state, false);
                     if let Some((recorded, _)) = self.host.device_record(&parent) {
                         for (k, v) in recorded.iter() {
                             parent.properties.set(k, v);
                         }
                     }
                     for (k, v) in parent.properties.iter() {
-                        if pattern.matches_str(Some(k)) {
+                        if crate::fnmatch::fnmatch(filter.as_bytes(), k.as_bytes()) {
                             state.properties.set(k, v);
                         }
                     }

@@ -559,7 +559,7 @@ impl FileParser<'_> {
                     },
                     "db" => Key::ImportDb(template(value, warnings)),
                     "cmdline" => Key::ImportCmdline(template(value, warnings)),
-                    "parent" => Key::ImportParent(Pattern::new(value)),
+                    "parent" => Key::ImportParent(template(value, warnings)),
                     other => return err(at, format!("unknown IMPORT{{{other}}}: use file, program, builtin, db, cmdline or parent")),
                 }
             }

@@ -333,6 +333,7 @@ fn parent_walks_agree_with_udevadm() {
         assert!(!devices.is_empty(), "no device with parents in /sys");
         for dev in devices.iter().map(String::as_str).chain(real_devices()) {
             compare("40-parents.rules", dev);
+            compare("45-import-parent.rules", dev);
         }
     }
 }
