@@ -856,15 +856,7 @@ impl Daemon {
         self.server
             .bind()
             .map_err(setup(format!("binding {}", self.server.path().display())))?;
-        if let Some(fd) = self.server.listener_fd() {
-            epoll::add(
-                &self.epoll,
-                fd,
-                epoll::EventData::new_u64(CONTROL),
-                epoll::EventFlags::IN,
-            )
-            .map_err(DaemonError::Poll)?;
-        }
+        self.watch_control()?;
         self.ready = true;
         info!(
             "ready after {:?}: {} device(s) known, control socket {}",
@@ -1298,17 +1290,17 @@ impl Daemon {
         self.server.drop_idle(now);
         if self.accept_paused_until.is_some_and(|t| t <= now) {
             self.accept_paused_until = None;
-            if let Some(fd) = self.server.listener_fd() {
-                epoll::add(
-                    &self.epoll,
-                    fd,
-                    epoll::EventData::new_u64(CONTROL),
-                    epoll::EventFlags::IN,
-                )
-                .map_err(DaemonError::Poll)?;
-            }
+            self.watch_control()?;
         }
         Ok(())
+    }
+
+    /// Watches the control socket (once it is bound).
+    fn watch_control(&self) -> Result<(), DaemonError> {
+        match self.server.listener_fd() {
+            Some(fd) => self.watch(&fd, CONTROL),
+            None => Ok(()),
+        }
     }
 
     fn client_ready(&mut self, token: u64) {

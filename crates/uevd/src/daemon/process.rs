@@ -260,7 +260,7 @@ impl<F: DevFs> Processor<F> {
         let policy = self.policy();
         let decision = policy.decide(event, &around.context(previous));
 
-        let properties = if decision.properties_complete {
+        let mut properties = if decision.properties_complete {
             decision.properties.filtered(|k, _| !per_event(k))
         } else {
             let mut properties: Properties = event
@@ -273,7 +273,6 @@ impl<F: DevFs> Processor<F> {
             }
             properties
         };
-        let mut properties = properties;
         if let Some(new) = Self::interface_rename(event, &decision) {
             match rename_interface(event, new) {
                 Ok(()) => properties.set("INTERFACE", new),
