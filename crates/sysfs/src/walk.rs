@@ -7,7 +7,7 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// A sysfs tree.
@@ -153,29 +153,6 @@ impl Sysfs {
         walk_dir(root, &mut devpath, &mut stats, &mut visit);
         stats.elapsed = start.elapsed();
         Ok(stats)
-    }
-
-    /// Like [`Sysfs::walk`], but `threads` threads read sysfs at once and `visit` (on the
-    /// calling thread) sees the devices as [`Sysfs::walk_batches`] delivers them: a parent
-    /// before its children, siblings in no particular order — sort with [`tree_order`] when
-    /// that matters. Reading a `uevent` file makes the kernel build the environment each
-    /// time, so on a machine with several cores this is what makes coldplug cheaper than one
-    /// reader going through the files in turn.
-    pub fn walk_unordered(
-        &self,
-        threads: usize,
-        mut visit: impl FnMut(Device),
-    ) -> Result<WalkStats, SysfsError> {
-        let (tx, rx) = mpsc::channel();
-        std::thread::scope(|scope| {
-            let walker = scope.spawn(move || self.walk_batches(threads, |b| tx.send(b).is_ok()));
-            for device in rx.into_iter().flatten() {
-                visit(device);
-            }
-            walker
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
     }
 
     /// Walks with `threads` threads (the calling one among them) and hands the devices to
@@ -690,8 +667,14 @@ mod tests {
 
     /// Every device of `sys`, walked by `threads` threads, in tree order.
     fn walked(sys: &Sysfs, threads: usize) -> (Vec<Device>, WalkStats) {
-        let mut seen = Vec::new();
-        let stats = sys.walk_unordered(threads, |d| seen.push(d)).unwrap();
+        let seen = Mutex::new(Vec::new());
+        let stats = sys
+            .walk_batches(threads, |b| {
+                seen.lock().unwrap().extend(b);
+                true
+            })
+            .unwrap();
+        let mut seen = seen.into_inner().unwrap();
         seen.sort_by(|a, b| tree_order(&a.devpath, &b.devpath));
         (seen, stats)
     }
@@ -867,7 +850,7 @@ mod tests {
     #[test]
     fn a_missing_root_is_an_error_naming_it() {
         assert!(Sysfs::new("/nonexistent-uevd")
-            .walk_unordered(2, |_| {})
+            .walk_batches(2, |_| true)
             .is_err());
         let e = Sysfs::new("/nonexistent-uevd").walk(|_| {}).unwrap_err();
         assert!(
