@@ -243,6 +243,15 @@ fn real_devices() -> Vec<&'static str> {
     .collect()
 }
 
+/// [`compare`] on each of [`real_devices`] (when udevadm is there, which CI makes sure of).
+fn compare_on_real_devices(rule_file: &str) {
+    if available() {
+        for dev in real_devices() {
+            compare(rule_file, dev);
+        }
+    }
+}
+
 fn available() -> bool {
     let ok = Command::new("udevadm").arg("--version").output().is_ok();
     assert!(ok, "udevadm is required (apt-get install udev)");
@@ -251,56 +260,32 @@ fn available() -> bool {
 
 #[test]
 fn match_keys_agree_with_udevadm_on_real_devices() {
-    if available() {
-        for dev in real_devices() {
-            compare("10-match-keys.rules", dev);
-        }
-    }
+    compare_on_real_devices("10-match-keys.rules");
 }
 
 #[test]
 fn match_edge_cases_agree_with_udevadm_on_real_devices() {
-    if available() {
-        for dev in real_devices() {
-            compare("15-match-edges.rules", dev);
-        }
-    }
+    compare_on_real_devices("15-match-edges.rules");
 }
 
 #[test]
 fn assignments_and_substitutions_agree_with_udevadm_on_real_devices() {
-    if available() {
-        for dev in real_devices() {
-            compare("20-assignments.rules", dev);
-        }
-    }
+    compare_on_real_devices("20-assignments.rules");
 }
 
 #[test]
 fn assignments_run_in_udevs_order_of_kinds_on_real_devices() {
-    if available() {
-        for dev in real_devices() {
-            compare("25-line-order.rules", dev);
-        }
-    }
+    compare_on_real_devices("25-line-order.rules");
 }
 
 #[test]
 fn unknown_owners_and_bad_modes_drop_only_their_key_on_real_devices() {
-    if available() {
-        for dev in real_devices() {
-            compare("26-owner-mode.rules", dev);
-        }
-    }
+    compare_on_real_devices("26-owner-mode.rules");
 }
 
 #[test]
 fn goto_and_label_agree_with_udevadm() {
-    if available() {
-        for dev in real_devices() {
-            compare("30-goto.rules", dev);
-        }
-    }
+    compare_on_real_devices("30-goto.rules");
 }
 
 /// Devices with a chain of parents (a disk or network card on a bus), for the parent walks:

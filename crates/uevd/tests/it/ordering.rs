@@ -44,13 +44,7 @@ fn a_child_never_overtakes_its_parent_but_unrelated_devices_run_in_parallel() {
             ..config(&sys, &dev, &run)
         };
         let p: Arc<dyn Policy> = policy.clone();
-        let daemon = std::thread::spawn(move || {
-            daemon::run(
-                config,
-                Box::new(move || p),
-                Box::new(|| Err("no reload".into())),
-            )
-        });
+        let daemon = run_in_process(config, p);
         wait_ready(run.path());
 
         let tag = unique("order");
@@ -137,13 +131,7 @@ fn coldplug_runs_each_parent_before_its_children_while_workers_take_unrelated_on
             workers: 2,
             ..config(&sys, &dev, &run)
         };
-        let daemon = std::thread::spawn(move || {
-            daemon::run(
-                config,
-                Box::new(move || p),
-                Box::new(|| Err("no reload".into())),
-            )
-        });
+        let daemon = run_in_process(config, p);
         wait_ready(run.path());
         let log = policy.log.lock().unwrap().clone();
         let decided = |path: &str| {
@@ -172,6 +160,20 @@ fn coldplug_runs_each_parent_before_its_children_while_workers_take_unrelated_on
         exit(run.path(), daemon);
     })
     .unwrap();
+}
+
+/// Runs the daemon as a library on a thread of its own, with `policy` (and no reload).
+fn run_in_process(
+    config: Config,
+    policy: Arc<dyn Policy>,
+) -> std::thread::JoinHandle<Result<(), daemon::DaemonError>> {
+    std::thread::spawn(move || {
+        daemon::run(
+            config,
+            Box::new(move || policy),
+            Box::new(|| Err("no reload".into())),
+        )
+    })
 }
 
 /// Waits for the daemon's control socket: it appears when the daemon is ready.
