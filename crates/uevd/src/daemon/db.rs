@@ -415,12 +415,7 @@ fn write_all(fd: &rustix::fd::OwnedFd, mut bytes: &[u8]) -> Result<(), rustix::i
 /// FNV-1a, 64 bits: catches torn and zero-filled tails; not a defence against forgery (the
 /// directory is root's).
 fn checksum(id: &[u8], payload: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in id.iter().chain(payload) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    super::hash::fnv1a(id.iter().chain(payload))
 }
 
 /// Appends one entry: a record (`Some`) or a removal (`None`). The header goes in first with

@@ -7,6 +7,14 @@
 
 use std::hash::{BuildHasherDefault, Hasher};
 
+/// FNV-1a, 64 bits, over `bytes`: a small hash that is the same in every run and version —
+/// the database's entry checksums, and short stand-ins for names too long to use as they are.
+pub fn fnv1a<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// `HashMap<K, V, FastHash>`: a map with [`FxHasher`].
 pub type FastHash = BuildHasherDefault<FxHasher>;
 

@@ -55,9 +55,7 @@ fn claim_dir_name(link: &str) -> String {
     if escaped.len() <= MAX_PLAIN_NAME {
         return escaped;
     }
-    let hash = link.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = super::hash::fnv1a(link.as_bytes());
     let mut cut = MAX_PLAIN_NAME - 20;
     while !escaped.is_char_boundary(cut) {
         cut -= 1;

@@ -731,10 +731,8 @@ const TEMP_PREFIX: &str = ".uevd-tmp.";
 /// rename is atomic), short whatever the leaf's length (a hash of it), and in a namespace
 /// [`NodePath::new`] refuses to devices, so it can never be another device's node.
 fn temp_name(path: &NodePath) -> String {
-    // FNV-1a: stable, and a collision only makes two replacements share a scratch name.
-    let hash = path.leaf().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    // A collision only makes two replacements share a scratch name.
+    let hash = super::hash::fnv1a(path.leaf().as_bytes());
     match path.parent() {
         "" => format!("{TEMP_PREFIX}{hash:016x}"),
         parent => format!("{parent}/{TEMP_PREFIX}{hash:016x}"),
