@@ -1132,7 +1132,7 @@ impl Daemon {
     fn undo_stale_queued(&mut self, origin: Origin, seqnum: u64) {
         let mut seen = std::collections::HashSet::new();
         let mut stale = Vec::new();
-        for job in self.queue.waiting().collect::<Vec<_>>().into_iter().rev() {
+        for job in self.queue.waiting().rev() {
             let event = &job.event;
             if job.origin == Origin::Kernel
                 && event.action() != uevd_wire::Action::Remove
@@ -1176,15 +1176,15 @@ impl Daemon {
         self.await_policy()?;
         let snapshot = self.parents_wanted.then(|| Arc::clone(&sync.snapshot));
         let nodes = self.pool.processor().nodes();
+        let node_ok = |record: &DeviceRecord| match &record.node {
+            None => true,
+            Some(db::NodeRecord { spec: n, .. }) => matches!(
+                nodes.fs().lstat(n.path.as_str()),
+                Ok(Some(m)) if m.kind == FileKind::Node(n.kind) && m.devnum == n.devnum
+                    && m.mode == n.mode && (m.uid, m.gid) == (n.uid, n.gid)
+            ),
+        };
         for device in &batch {
-            let node_ok = |record: &DeviceRecord| match &record.node {
-                None => true,
-                Some(db::NodeRecord { spec: n, .. }) => matches!(
-                    nodes.fs().lstat(n.path.as_str()),
-                    Ok(Some(m)) if m.kind == FileKind::Node(n.kind) && m.devnum == n.devnum
-                        && m.mode == n.mode && (m.uid, m.gid) == (n.uid, n.gid)
-                ),
-            };
             let Some(action) = sync.diff.device(device, &self.known, node_ok) else {
                 continue;
             };

@@ -111,8 +111,7 @@ fn helper_env(event: &Uevent, record: &DeviceRecord) -> Vec<(String, String)> {
 fn rename_interface(event: &Uevent, new: &str) -> Result<(), String> {
     let old = event.get("INTERFACE").unwrap_or("?");
     let ifindex = event
-        .get("IFINDEX")
-        .and_then(|i| i.parse::<u32>().ok())
+        .ifindex()
         .filter(|&i| i > 0)
         .ok_or_else(|| format!("cannot rename interface {old} to {new}: no IFINDEX"))?;
     uevd_netlink::rename_interface(ifindex, new)

@@ -101,7 +101,7 @@ impl Queue {
     }
 
     /// The events still waiting, oldest first.
-    pub fn waiting(&self) -> impl Iterator<Item = &Job> {
+    pub fn waiting(&self) -> impl DoubleEndedIterator<Item = &Job> {
         self.pending.iter().map(|(job, _)| job)
     }
 
