@@ -13,5 +13,5 @@
 mod device;
 mod walk;
 
-pub use device::{parse_uevent_file, Device};
+pub use device::{parse_uevent_file, Device, Vars};
 pub use walk::{is_below, tree_order, Sysfs, SysfsError, WalkStats};

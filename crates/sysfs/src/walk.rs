@@ -1,10 +1,14 @@
 //! Walking `ROOT/devices`.
 
 use crate::device::{parse_uevent_file, Device};
-use rustix::fs::{accessat, openat, readlinkat, Access, AtFlags, Dir, FileType, Mode, OFlags, CWD};
+use rustix::fs::{
+    accessat, openat, readlinkat, readlinkat_raw, Access, AtFlags, FileType, Mode, OFlags, RawDir,
+    CWD,
+};
 use std::cmp::Ordering;
 use std::fs;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -95,6 +99,7 @@ impl Sysfs {
             dir.as_fd(),
             devpath.to_owned(),
             true,
+            &mut Vec::new(),
             &mut stats,
         ))
     }
@@ -150,7 +155,13 @@ impl Sysfs {
         let root = self.devices_dir()?;
         let mut stats = WalkStats::default();
         let mut devpath = String::from("/devices");
-        walk_dir(root, &mut devpath, &mut stats, &mut visit);
+        walk_dir(
+            root,
+            &mut devpath,
+            &mut Scratch::new(),
+            &mut stats,
+            &mut visit,
+        );
         stats.elapsed = start.elapsed();
         Ok(stats)
     }
@@ -252,11 +263,17 @@ impl WalkStats {
     }
 }
 
-/// A directory a parallel walk has still to read: `name` inside the open `parent`.
+/// A directory a parallel walk has still to read: the last component of `devpath`, inside
+/// the open `parent`.
 struct Pending {
-    parent: Arc<Dir>,
-    name: String,
+    parent: Arc<OwnedFd>,
     devpath: String,
+}
+
+impl Pending {
+    fn name(&self) -> &str {
+        self.devpath.rsplit('/').next().unwrap_or_default()
+    }
 }
 
 /// The directories still to be read by a parallel walk, shared by its threads.
@@ -282,10 +299,13 @@ fn children(listing: Listing, devpath: &str, into: &mut Vec<Pending>) {
     }
     let parent = Arc::new(listing.dir);
     for name in listing.subdirs {
+        let mut path = String::with_capacity(devpath.len() + 1 + name.len());
+        path.push_str(devpath);
+        path.push('/');
+        path.push_str(&name);
         into.push(Pending {
             parent: Arc::clone(&parent),
-            devpath: format!("{devpath}/{name}"),
-            name,
+            devpath: path,
         });
     }
 }
@@ -294,7 +314,7 @@ impl WorkStack {
     /// A stack holding the children of `root` (at `devpath`), which is no device itself.
     fn new(root: OwnedFd, devpath: &str, stats: &mut WalkStats) -> WorkStack {
         let mut dirs = Vec::new();
-        if let Some(listing) = list_dir(root, devpath, stats) {
+        if let Some(listing) = list_dir(root, devpath, &mut Scratch::new(), stats) {
             children(listing, devpath, &mut dirs);
             dirs.reverse();
         }
@@ -313,6 +333,7 @@ impl WorkStack {
     /// stops every thread.
     fn run(&self, deliver: &impl Fn(Vec<Device>) -> bool) -> WalkStats {
         let mut stats = WalkStats::default();
+        let mut scratch = Scratch::new();
         let mut found = Vec::new();
         let mut batch = Vec::with_capacity(BATCH);
         let mut stop = false;
@@ -339,16 +360,13 @@ impl WorkStack {
                 }
             };
             was_busy = true;
-            let opened = pending
-                .parent
-                .fd()
-                .and_then(|fd| open_dir(fd, pending.name.as_str()));
+            let opened = open_dir(pending.parent.as_fd(), pending.name());
             drop(pending.parent);
             let Ok(fd) = opened else {
                 stats.unreadable += 1;
                 continue;
             };
-            let Some(mut listing) = list_dir(fd, &pending.devpath, &mut stats) else {
+            let Some(mut listing) = list_dir(fd, &pending.devpath, &mut scratch, &mut stats) else {
                 continue;
             };
             if let Some(d) = listing.device.take() {
@@ -420,12 +438,42 @@ fn open_dir(at: BorrowedFd<'_>, path: impl rustix::path::Arg) -> rustix::io::Res
     )
 }
 
-/// The name a link in `dir` points to (its last component), if it is a link.
-fn link_name(dir: BorrowedFd<'_>, name: &str) -> Option<String> {
-    let target = readlinkat(dir, name, Vec::new()).ok()?;
-    let target = target.as_bytes();
+/// The name a link in `dir` points to (its last component), if it is a link. Read into
+/// `buf` first, so that only the name is allocated; a target that fills `buf` may have been
+/// cut short and is read again at its full length.
+fn link_name(dir: BorrowedFd<'_>, name: &str, buf: &mut Vec<u8>) -> Option<String> {
+    buf.clear();
+    buf.reserve(4096);
+    let room = buf.capacity();
+    let len = readlinkat_raw(dir, name, rustix::buffer::spare_capacity(&mut *buf)).ok()?;
+    let long;
+    let target = if len < room {
+        buf.as_slice()
+    } else {
+        long = readlinkat(dir, name, Vec::new()).ok()?;
+        long.as_bytes()
+    };
     let last = target.rsplit(|&b| b == b'/').next()?;
     (!last.is_empty()).then(|| String::from_utf8_lossy(last).into_owned())
+}
+
+/// Buffers a walker reuses for every directory, so that reading one allocates only what it
+/// hands on (names, devpaths, the device): the walk's threads share one heap, and a
+/// `malloc` per directory entry made them queue for its lock.
+struct Scratch {
+    /// `getdents64` records.
+    listing: Vec<MaybeUninit<u8>>,
+    /// A `uevent` file or a link's target.
+    text: Vec<u8>,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            listing: vec![MaybeUninit::uninit(); 16 * 1024],
+            text: vec![0; 4096],
+        }
+    }
 }
 
 /// Reads the device whose directory is `dir`; its `driver` link only if `driver_listed`.
@@ -433,22 +481,25 @@ fn read_device(
     dir: BorrowedFd<'_>,
     devpath: String,
     driver_listed: bool,
+    text: &mut Vec<u8>,
     stats: &mut WalkStats,
 ) -> Option<Device> {
-    let text = match read_small(dir, "uevent") {
-        Ok(t) => t,
+    match read_small(dir, "uevent", text) {
+        Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
         Err(_) => {
             stats.unreadable += 1;
             return None;
         }
-    };
-    let Some(subsystem) = link_name(dir, "subsystem") else {
+    }
+    let (vars, bad) = parse_uevent_file(&String::from_utf8_lossy(text));
+    let Some(subsystem) = link_name(dir, "subsystem", text) else {
         stats.without_subsystem += 1;
         return None;
     };
-    let driver = driver_listed.then(|| link_name(dir, "driver")).flatten();
-    let (vars, bad) = parse_uevent_file(&String::from_utf8_lossy(&text));
+    let driver = driver_listed
+        .then(|| link_name(dir, "driver", text))
+        .flatten();
     stats.bad_lines += bad;
     Some(Device {
         devpath,
@@ -461,7 +512,7 @@ fn read_device(
 /// What one directory holds.
 struct Listing {
     /// The directory, still open: what its children are opened relative to.
-    dir: Dir,
+    dir: OwnedFd,
     /// The device it is, if any.
     device: Option<Device>,
     /// Its subdirectories (UTF-8 names only), sorted.
@@ -470,19 +521,27 @@ struct Listing {
 
 /// Lists the directory `fd` (at `devpath`) and reads the device it is; `None` (counted as
 /// unreadable) if it cannot be listed.
-fn list_dir(fd: OwnedFd, devpath: &str, stats: &mut WalkStats) -> Option<Listing> {
-    let Ok(mut dir) = Dir::new(fd) else {
-        stats.unreadable += 1;
-        return None;
-    };
+fn list_dir(
+    fd: OwnedFd,
+    devpath: &str,
+    scratch: &mut Scratch,
+    stats: &mut WalkStats,
+) -> Option<Listing> {
     let mut subdirs = Vec::new();
     let mut has_uevent = false;
     let mut has_driver = false;
-    for entry in dir.by_ref() {
+    let mut listed = false;
+    let mut entries = RawDir::new(&fd, &mut scratch.listing);
+    while let Some(entry) = entries.next() {
         let Ok(entry) = entry else {
             stats.unreadable += 1;
+            if !listed {
+                // Not even a first entry: the directory itself cannot be listed.
+                return None;
+            }
             break;
         };
+        listed = true;
         let name = entry.file_name().to_bytes();
         // d_type, not a stat: sysfs's many links are never entered.
         match entry.file_type() {
@@ -499,19 +558,24 @@ fn list_dir(fd: OwnedFd, devpath: &str, stats: &mut WalkStats) -> Option<Listing
         }
     }
     subdirs.sort_unstable();
-    let device = match dir.fd() {
-        Ok(fd) if has_uevent => {
-            if let Some(i) = subdirs.iter().position(|d| d == "power") {
-                if is_pm_group(fd) {
-                    subdirs.remove(i);
-                }
+    let device = if has_uevent {
+        if let Some(i) = subdirs.iter().position(|d| d == "power") {
+            if is_pm_group(fd.as_fd()) {
+                subdirs.remove(i);
             }
-            read_device(fd, devpath.to_owned(), has_driver, stats)
         }
-        _ => None,
+        read_device(
+            fd.as_fd(),
+            devpath.to_owned(),
+            has_driver,
+            &mut scratch.text,
+            stats,
+        )
+    } else {
+        None
     };
     Some(Listing {
-        dir,
+        dir: fd,
         device,
         subdirs,
     })
@@ -537,20 +601,20 @@ fn is_pm_group(dir: BorrowedFd<'_>) -> bool {
 /// first: `fs::read` would add a `statx` per file, and sysfs reports 4096 for every file anyway.
 /// A read that leaves room in the buffer is taken as the end: sysfs hands an attribute over in
 /// one piece (a `uevent` file is at most 2 KiB), and a regular file reads short only at its
-/// end, so the usual second `read` that returns 0 is spared.
-fn read_small(dir: BorrowedFd<'_>, name: &str) -> io::Result<Vec<u8>> {
+/// end, so the usual second `read` that returns 0 is spared. The text replaces what `text`
+/// held; its buffer is reused from file to file.
+fn read_small(dir: BorrowedFd<'_>, name: &str, text: &mut Vec<u8>) -> io::Result<()> {
     let file = openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
-    let mut text = Vec::with_capacity(512);
-    let mut chunk = [0u8; 4096];
+    text.clear();
     loop {
-        match rustix::io::read(&file, &mut chunk) {
-            Ok(0) => return Ok(text),
-            Ok(n) => {
-                text.extend_from_slice(&chunk[..n]);
-                if n < chunk.len() {
-                    return Ok(text);
-                }
-            }
+        if text.capacity() - text.len() < 4096 {
+            text.reserve(4096);
+        }
+        let room = text.capacity() - text.len();
+        match rustix::io::read(&file, rustix::buffer::spare_capacity(&mut *text)) {
+            Ok(0) => return Ok(()),
+            Ok(n) if n < room => return Ok(()),
+            Ok(_) => {}
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
@@ -561,26 +625,26 @@ fn read_small(dir: BorrowedFd<'_>, name: &str) -> io::Result<Vec<u8>> {
 fn walk_dir(
     dir: OwnedFd,
     devpath: &mut String,
+    scratch: &mut Scratch,
     stats: &mut WalkStats,
     visit: &mut impl FnMut(Device),
 ) {
-    let Some(listing) = list_dir(dir, devpath, stats) else {
+    let Some(listing) = list_dir(dir, devpath, scratch, stats) else {
         return;
     };
     if let Some(device) = listing.device {
         stats.devices += 1;
         visit(device);
     }
-    let Ok(fd) = listing.dir.fd() else { return };
     for name in listing.subdirs {
-        let Ok(sub) = open_dir(fd, name.as_str()) else {
+        let Ok(sub) = open_dir(listing.dir.as_fd(), name.as_str()) else {
             stats.unreadable += 1;
             continue;
         };
         let len = devpath.len();
         devpath.push('/');
         devpath.push_str(&name);
-        walk_dir(sub, devpath, stats, visit);
+        walk_dir(sub, devpath, scratch, stats, visit);
         devpath.truncate(len);
     }
 }
@@ -845,6 +909,36 @@ mod tests {
         let mut v = vec!["/d/a0", "/d/a/b", "/d", "/d/a", "/d/a-b", "/d/a/b/c"];
         v.sort_by(|a, b| tree_order(a, b));
         assert_eq!(v, ["/d", "/d/a", "/d/a/b", "/d/a/b/c", "/d/a-b", "/d/a0"]);
+    }
+
+    #[test]
+    fn long_uevent_files_and_link_targets_are_read_whole() {
+        // Past the walker's reused 4 KiB buffers: the reads must grow, not cut.
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("devices/x");
+        fs::create_dir_all(&dir).unwrap();
+        let long_value = "v".repeat(9000);
+        fs::write(dir.join("uevent"), format!("A=1\nLONG={long_value}\nZ=2\n")).unwrap();
+        let class = t
+            .path()
+            .join("class")
+            .join("c".repeat(200))
+            .join("sub".repeat(50));
+        fs::create_dir_all(&class).unwrap();
+        symlink(&class, dir.join("subsystem")).unwrap();
+        for threads in [1, 3] {
+            let (devices, stats) = walked(&Sysfs::new(t.path()), threads);
+            assert_eq!(stats.devices, 1);
+            let d = &devices[0];
+            assert_eq!(d.get("LONG"), Some(long_value.as_str()));
+            assert_eq!(d.get("Z"), Some("2"));
+            assert_eq!(d.subsystem, "sub".repeat(50));
+        }
+        let one = Sysfs::new(t.path()).device("/devices/x").unwrap().unwrap();
+        assert_eq!(one.get("LONG"), Some(long_value.as_str()));
+        let mut serial = Vec::new();
+        Sysfs::new(t.path()).walk(|d| serial.push(d)).unwrap();
+        assert_eq!(serial, [one]);
     }
 
     #[test]

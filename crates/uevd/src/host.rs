@@ -132,7 +132,7 @@ fn device_info(device: &uevd_sysfs::Device) -> DeviceInfo {
             ]
             .into_iter()
             .filter(|(_, v)| !v.is_empty())
-            .chain(device.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            .chain(device.vars.iter()),
         ),
         tags: Vec::new(),
     }

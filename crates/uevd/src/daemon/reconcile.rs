@@ -122,11 +122,11 @@ fn differs(device: &Device, record: &DeviceRecord) -> bool {
     device.vars.iter().any(|(k, v)| {
         let stored = record.property(k);
         // Rules see (and store) DEVNAME with its /dev/ prefix, as udev does.
-        let stored = match (k.as_str(), stored) {
+        let stored = match (k, stored) {
             ("DEVNAME", Some(s)) => Some(s.strip_prefix("/dev/").unwrap_or(s)),
             _ => stored,
         };
-        stored != Some(v.as_str())
+        stored != Some(v)
     }) || device.driver.as_deref() != record.property("DRIVER")
 }
 
@@ -190,10 +190,7 @@ mod tests {
             devpath: devpath.into(),
             subsystem: "t".into(),
             driver: None,
-            vars: vars
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            vars: uevd_sysfs::Vars::from_pairs(vars.iter().copied()),
         }
     }
 
