@@ -18,8 +18,8 @@ cargo build --release -q -p uevd -p uevd-bench
 static=()
 musl=x86_64-unknown-linux-musl
 if rustup target list --installed 2>/dev/null | grep -qx $musl || rustup target add $musl >/dev/null 2>&1; then
-    cargo build --release -q -p uevd --target $musl
-    static=(env UEVD_BENCH_STATIC="$PWD/target/$musl/release/uevd")
+    cargo build --profile small -q -p uevd --target $musl
+    static=(env UEVD_BENCH_STATIC="$PWD/target/$musl/small/uevd")
 fi
 exec "${static[@]}" env UEVD_BENCH_NAMESPACES=1 unshare --mount --net --propagation private \
     target/release/uevd-bench "$PWD/target/release/uevd" "$@"
