@@ -31,7 +31,9 @@ pub trait Host {
     fn find_device(&mut self, subsystem: &str, sysname: &str) -> Option<String>;
     /// A kernel parameter under `/proc/sys` (`name` with `/` or `.` separators).
     fn sysctl(&mut self, name: &str) -> Option<String>;
-    /// The permission bits of a file (`None` if it does not exist), for `TEST`.
+    /// The permission bits of a file (`None` if it does not exist), for `TEST`. As in udev,
+    /// a `/*/` component stands for the first entry of that directory under which the rest
+    /// of the path exists.
     fn file_mode(&mut self, path: &str) -> Option<u32>;
     /// A whole file, for `IMPORT{file}`.
     fn read_file(&mut self, path: &str) -> Option<String>;
@@ -465,15 +467,24 @@ impl Evaluator<'_> {
 
     /// `[subsystem/sysname]attribute` → the attribute of that device.
     fn other_device_attr(&mut self, spec: &str) -> Option<String> {
-        let rest = spec.strip_prefix('[')?;
-        let (device, attr) = rest.split_once(']')?;
-        let (subsystem, sysname) = device.split_once('/')?;
-        let devpath = self.host.find_device(subsystem, sysname)?;
-        let attr = attr.trim_start_matches('/');
+        let (devpath, attr) = self.other_device(spec)??;
         if attr.is_empty() {
             return None;
         }
         self.host.attr(&devpath, attr)
+    }
+
+    /// `[subsystem/sysname]attribute` → that device's devpath (`None` inside if there is no
+    /// such device) and the attribute (maybe empty); `None` if `spec` is not of that form.
+    fn other_device<'s>(&mut self, spec: &'s str) -> Option<Option<(String, &'s str)>> {
+        let (device, attr) = spec.strip_prefix('[')?.split_once(']')?;
+        let (subsystem, sysname) = device.split_once('/')?;
+        let attr = attr.trim_start_matches('/');
+        Some(
+            self.host
+                .find_device(subsystem, sysname)
+                .map(|devpath| (devpath, attr)),
+        )
     }
 
     fn match_token(&mut self, line: &Line, token: &Token, state: &mut EventState) -> bool {
@@ -505,7 +516,13 @@ impl Evaluator<'_> {
             Key::Test(mode, path) => {
                 let mut p = self.expand(path, state, false);
                 if !p.starts_with('/') {
-                    p = format!("/sys{}/{p}", state.devpath);
+                    // As udev: another device's file, else one relative to this device (also
+                    // when that other device does not exist: the path then names nothing).
+                    p = match self.other_device(&p).flatten() {
+                        Some((devpath, "")) => format!("/sys{devpath}"),
+                        Some((devpath, attr)) => format!("/sys{devpath}/{attr}"),
+                        None => format!("/sys{}/{p}", state.devpath),
+                    };
                 }
                 match self.host.file_mode(&p) {
                     None => return !want,
@@ -879,19 +896,9 @@ impl Evaluator<'_> {
                     }
                     AttrName::OtherDevice(t) => {
                         let spec = self.expand(t, state, false);
-                        let target = spec
-                            .strip_prefix('[')
-                            .and_then(|r| r.split_once(']'))
-                            .and_then(|(dev, attr)| {
-                                let (subsystem, sysname) = dev.split_once('/')?;
-                                Some((
-                                    self.host.find_device(subsystem, sysname),
-                                    attr.trim_start_matches('/').to_owned(),
-                                ))
-                            });
-                        match target {
-                            Some((devpath, attr)) => (devpath, attr),
-                            None => (None, spec),
+                        match self.other_device(&spec) {
+                            Some(Some((devpath, attr))) => (Some(devpath), attr.to_owned()),
+                            Some(None) | None => (None, spec),
                         }
                     }
                 };

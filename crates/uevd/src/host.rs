@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -136,6 +137,28 @@ fn device_info(device: &uevd_sysfs::Device) -> DeviceInfo {
         ),
         tags: Vec::new(),
     }
+}
+
+/// udev's `attr_subst_subdir`, for `TEST` and `ATTR{}=`: the first `/*/` in `path` stands
+/// for the first entry of that directory (in directory order, dot-names skipped) under which
+/// the rest of the path exists, so rules can name an attribute of a child whose name they do
+/// not know (`device/*/power/wakeup`). `None` if no entry has it; a path without `/*/` is
+/// returned as it is.
+fn subst_subdir(path: PathBuf) -> Option<PathBuf> {
+    let text = path.as_os_str().as_bytes();
+    let Some(at) = text.windows(3).position(|w| w == b"/*/") else {
+        return Some(path);
+    };
+    let dir = Path::new(std::ffi::OsStr::from_bytes(&text[..=at]));
+    let rest = Path::new(std::ffi::OsStr::from_bytes(&text[at + 3..]));
+    fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
+        let name = entry.file_name();
+        if name.as_bytes().starts_with(b".") {
+            return None;
+        }
+        let candidate = dir.join(&name).join(rest);
+        candidate.exists().then_some(candidate)
+    })
 }
 
 /// The system, for one event's evaluation.
@@ -291,7 +314,7 @@ impl Host for SystemHost<'_> {
     }
 
     fn file_mode(&mut self, path: &str) -> Option<u32> {
-        fs::metadata(self.sys_path(path))
+        fs::metadata(subst_subdir(self.sys_path(path))?)
             .ok()
             .map(|m| m.permissions().mode() & 0o7777)
     }
@@ -370,6 +393,8 @@ impl Host for SystemHost<'_> {
             .root()
             .join(devpath.trim_start_matches('/'))
             .join(name);
+        let path = subst_subdir(path)
+            .ok_or_else(|| format!("no file matches {devpath}/{name}; not written"))?;
         if self.dry_run {
             self.writes
                 .push(format!("{} = \"{value}\"", path.display()));
@@ -526,6 +551,40 @@ mod tests {
         let mut other = SystemHost::new(&sysfs, &accounts, None).with_snapshot(&snapshot, OTHER);
         let iface = other.device(IFACE).expect("the interface, live");
         assert_eq!(iface.properties.get("DEVTYPE"), Some("changed"));
+    }
+
+    #[test]
+    fn a_star_component_is_the_first_entry_under_which_the_rest_exists() {
+        let sys = uevd_testkit::FakeSysfs::new().expect("fake sysfs");
+        const SCSI: &str = "/devices/platform/host0/target0:0:0/0:0:0:0";
+        sys.device(SCSI, "scsi", &[("DEVTYPE", "scsi_device")])
+            .expect("scsi");
+        sys.device(&format!("{SCSI}/block/sda"), "block", &[])
+            .expect("sda");
+        let dir = sys.root().join(&SCSI[1..]);
+        std::fs::create_dir_all(dir.join("block/.hidden/deep")).expect("hidden");
+        std::fs::create_dir_all(dir.join("block/a")).expect("a");
+        let sysfs = Sysfs::new(sys.root());
+        let accounts = Accounts::default();
+        let mut host = SystemHost::new(&sysfs, &accounts, None).dry_run();
+        // Debian's 60-block.rules: ATTR{block/*/uevent}="change" on a SCSI device.
+        host.write_attr(SCSI, "block/*/uevent", "change")
+            .expect("the block device's uevent");
+        assert_eq!(
+            host.writes,
+            [format!("{}/block/sda/uevent = \"change\"", dir.display())]
+        );
+        assert!(host.write_attr(SCSI, "block/*/nothing", "x").is_err());
+        // Dot-names are skipped; only the first /*/ is an entry.
+        let at = |p: &str| format!("/sys{SCSI}/{p}");
+        assert!(host.file_mode(&at("block/*/deep")).is_none());
+        assert!(host.file_mode(&at("block/*/uevent")).is_some());
+        assert!(host.file_mode(&at("*/*/uevent")).is_none());
+        // A rest longer than the part before it (udev 252 cuts it to that length, so finds
+        // nothing there): found.
+        assert!(host
+            .file_mode("/sys/*/platform/host0/target0:0:0/0:0:0:0/uevent")
+            .is_some());
     }
 
     #[test]

@@ -269,6 +269,11 @@ fn match_edge_cases_agree_with_udevadm_on_real_devices() {
 }
 
 #[test]
+fn test_paths_of_other_devices_and_subdirectories_agree_with_udevadm_on_real_devices() {
+    compare_on_real_devices("16-test-paths.rules");
+}
+
+#[test]
 fn assignments_and_substitutions_agree_with_udevadm_on_real_devices() {
     compare_on_real_devices("20-assignments.rules");
 }
