@@ -536,6 +536,11 @@ impl Daemon {
                 let lookup = job.event.devpath_old().unwrap_or(job.event.devpath());
                 let known = Known {
                     previous: self.known.get(lookup).cloned(),
+                    displaced: job
+                        .event
+                        .devpath_old()
+                        .filter(|old| *old != job.event.devpath())
+                        .and_then(|_| self.known.get(job.event.devpath()).cloned()),
                     ancestors: if self.ancestors_wanted {
                         ancestors(&self.known, job.event.devpath())
                     } else {

@@ -22,6 +22,10 @@ pub struct Known {
     pub previous: Option<Arc<DeviceRecord>>,
     /// Its processed ancestors' records, nearest first, when the policy reads them.
     pub ancestors: Vec<Arc<DeviceRecord>>,
+    /// For a `move`: the record of another device still kept at the new devpath. The kernel
+    /// moves a device only onto a free path, so that device's `remove` was lost; what it
+    /// made goes before the moved device takes its place.
+    pub displaced: Option<Arc<DeviceRecord>>,
 }
 
 /// The parts of a policy [`Context`] other than the device's own record.
@@ -227,12 +231,41 @@ impl<F: DevFs> Processor<F> {
             ancestors: &known.ancestors,
             snapshot: job.snapshot.as_deref(),
         };
+        if let Some(old) = known.displaced {
+            let ctx = format!(
+                "{} (removing {}, the device it replaces)",
+                Self::context(&out.event),
+                old.devpath
+            );
+            if let Err(e) = self.undo(&old, &ctx, &mut out.errors) {
+                out.errors.push(format!("{ctx}: {e}"));
+            }
+        }
         if out.event.action() == Action::Remove {
             self.remove(&mut out, around);
         } else {
             self.update(&mut out, around, now_usec);
         }
         out
+    }
+
+    /// Removes what `old` made: its links, its node (only if it is still that device's),
+    /// then its database entry. An error means the node stays (the entry too, so that a
+    /// later resync or start can retry); link problems are only reported.
+    fn undo(&self, old: &DeviceRecord, ctx: &str, errors: &mut Vec<String>) -> Result<(), String> {
+        if let Some(NodeRecord { spec: node, .. }) = &old.node {
+            let old_id = old.id();
+            for link in &old.symlinks {
+                if let Err(e) = self.drop_link(link, &old_id, &node.path) {
+                    errors.push(format!("{ctx}: {e}"));
+                }
+            }
+            self.nodes
+                .remove_node(&node.path, node.kind, node.devnum)
+                .map_err(|e| e.to_string())?;
+        }
+        self.db.remove(&old.id());
+        Ok(())
     }
 
     fn context(event: &Uevent) -> String {
@@ -435,26 +468,17 @@ impl<F: DevFs> Processor<F> {
             out.helpers = jobs;
             out.errors.extend(errors);
         }
-        match out.previous.as_deref() {
+        match out.previous.clone() {
             Some(old) => {
-                if let Some(NodeRecord { spec: node, .. }) = &old.node {
-                    let old_id = old.id();
-                    for link in &old.symlinks {
-                        if let Err(e) = self.drop_link(link, &old_id, &node.path) {
-                            out.errors.push(format!("{ctx}: {e}"));
-                        }
-                    }
-                    if let Err(e) = self.nodes.remove_node(&node.path, node.kind, node.devnum) {
-                        // The node stays, so does the record that tracks it: the next
-                        // resync or start finds the device gone and tries again.
-                        out.errors.push(format!(
-                            "{ctx}: {e}; keeping its record to retry the removal later"
-                        ));
-                        out.record = out.previous.clone();
-                        return;
-                    }
+                if let Err(e) = self.undo(&old, &ctx, &mut out.errors) {
+                    // The node stays, so does the record that tracks it: the next resync or
+                    // start finds the device gone and tries again.
+                    out.errors.push(format!(
+                        "{ctx}: {e}; keeping its record to retry the removal later"
+                    ));
+                    out.record = Some(old);
+                    return;
                 }
-                self.db.remove(&old.id());
             }
             None => {
                 // Never processed (or the record was lost): remove what the event names, if
@@ -575,7 +599,7 @@ mod tests {
         read_only.store(true, Ordering::SeqCst);
         let known = Known {
             previous: Some(Arc::clone(&record)),
-            ancestors: Vec::new(),
+            ..Known::default()
         };
         let removed = p.process(job(Action::Remove), known, 2);
         assert!(
@@ -591,11 +615,81 @@ mod tests {
         read_only.store(false, Ordering::SeqCst);
         let known = Known {
             previous: removed.record,
-            ancestors: Vec::new(),
+            ..Known::default()
         };
         let gone = p.process(job(Action::Remove), known, 3);
         assert!(gone.errors.is_empty(), "{:?}", gone.errors);
         assert!(gone.record.is_none());
         assert_eq!(p.nodes().fs().lstat("n0"), Ok(None));
+    }
+
+    #[test]
+    fn a_move_onto_a_path_still_held_by_a_vanished_device_removes_what_that_device_made() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dev = dir.path().join("dev");
+        std::fs::create_dir(&dev).expect("dev");
+        let db = Db::open(&dir.path().join("run")).expect("db");
+        let fs = DirFs::open(&dev).expect("open");
+        let p = Processor::new(Arc::new(KernelDefaults), fs, db, None);
+        let event = |action: Action, devpath: &str, name: &str, minor: &str, old: Option<&str>| {
+            let mut b = UeventBuilder::new(action, devpath, "t");
+            b.var("MAJOR", "1").var("MINOR", minor).var("DEVNAME", name);
+            if let Some(old) = old {
+                b.var("DEVPATH_OLD", old);
+            }
+            Job {
+                id: 0,
+                event: b.seqnum(1).build().expect("event"),
+                origin: Origin::Kernel,
+                snapshot: None,
+            }
+        };
+        // n0 was at /devices/virtual/t/n0; its remove was lost. Another device moves there.
+        let stale = p
+            .process(
+                event(Action::Add, "/devices/virtual/t/n0", "n0", "3", None),
+                Known::default(),
+                1,
+            )
+            .record
+            .expect("n0's record");
+        let moving = p
+            .process(
+                event(Action::Add, "/devices/virtual/t/m", "n1", "4", None),
+                Known::default(),
+                2,
+            )
+            .record
+            .expect("n1's record");
+        let known = Known {
+            previous: Some(moving),
+            displaced: Some(stale),
+            ..Known::default()
+        };
+        let moved = p.process(
+            event(
+                Action::Move,
+                "/devices/virtual/t/n0",
+                "n1",
+                "4",
+                Some("/devices/virtual/t/m"),
+            ),
+            known,
+            3,
+        );
+        assert!(moved.errors.is_empty(), "{:?}", moved.errors);
+        assert_eq!(
+            p.nodes().fs().lstat("n0"),
+            Ok(None),
+            "the vanished device's node"
+        );
+        assert!(p.nodes().fs().lstat("n1").expect("lstat").is_some());
+        p.db().flush().expect("flush");
+        let (records, _) = p.db().load_all().expect("load");
+        let names: Vec<_> = records
+            .iter()
+            .map(|r| (r.devpath.as_str(), r.property("DEVNAME")))
+            .collect();
+        assert_eq!(names, [("/devices/virtual/t/n0", Some("n1"))]);
     }
 }

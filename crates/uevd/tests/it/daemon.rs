@@ -675,6 +675,47 @@ fn a_parents_move_takes_its_childrens_records_along() {
 }
 
 #[test]
+fn a_move_onto_a_path_whose_remove_was_lost_cleans_up_the_old_device() {
+    in_private_netns(|| {
+        let sys = FakeSysfs::new().unwrap();
+        let d = Daemon::start(sys.root(), &["--no-coldplug"]);
+        let tag = unique("mvover");
+        let (a, b) = (
+            format!("/devices/virtual/{tag}/a"),
+            format!("/devices/virtual/{tag}/b"),
+        );
+        let inj = Injector::open().unwrap();
+        // b's remove never arrives (lost); then a moves to b's path.
+        inj.send_all(&[
+            char_event(Action::Add, &a, "t", (240, 0), "a0"),
+            char_event(Action::Add, &b, "t", (240, 1), "b1"),
+        ])
+        .unwrap();
+        d.wait_for_stat("processed", 2, TIMEOUT);
+        inj.send(
+            &event(Action::Move, &b, "t")
+                .var("DEVPATH_OLD", &a)
+                .var("MAJOR", "240")
+                .var("MINOR", "0")
+                .var("DEVNAME", "a0")
+                .to_bytes(),
+        )
+        .unwrap();
+        d.wait_for_stat("processed", 3, TIMEOUT);
+        d.settle();
+        assert_eq!(
+            listing(d.dev.path()),
+            ["a0 c 240:0 600 0:0"],
+            "b1's node went with it"
+        );
+        assert_eq!(d.stats()["devices"], 1);
+        assert_eq!(db_ids(d.run.path()).len(), 1, "{:?}", db_ids(d.run.path()));
+        d.stop();
+    })
+    .unwrap();
+}
+
+#[test]
 fn restart_neither_redoes_work_nor_keeps_stale_nodes() {
     in_private_netns(|| {
         let sys = small_tree();
