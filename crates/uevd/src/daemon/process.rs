@@ -477,7 +477,6 @@ impl<F: DevFs> Processor<F> {
                         "{ctx}: {e}; keeping its record to retry the removal later"
                     ));
                     out.record = Some(old);
-                    return;
                 }
             }
             None => {
