@@ -52,6 +52,22 @@ pub fn char_event(
         .to_bytes()
 }
 
+/// The kernel's `move` of a char device from `old` to `devpath` (it keeps its number).
+pub fn char_move(
+    devpath: &str,
+    old: &str,
+    subsystem: &str,
+    (major, minor): (u32, usize),
+    devname: &str,
+) -> Vec<u8> {
+    event(Action::Move, devpath, subsystem)
+        .var("DEVPATH_OLD", old)
+        .var("MAJOR", major.to_string())
+        .var("MINOR", minor.to_string())
+        .var("DEVNAME", devname)
+        .to_bytes()
+}
+
 /// `n` distinct `add` payloads under `/devices/virtual/<tag>/`, each carrying `INDEX=i`, for
 /// bursts and ordering checks.
 pub fn burst(tag: &str, n: usize) -> Vec<Vec<u8>> {

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use uevd_testkit::{
-    char_event, event, in_private_netns, unique, Action, Child, CpuTime, FakeSysfs, Injector, Line,
+    char_event, char_move, event, in_private_netns, unique, Action, Child, CpuTime, FakeSysfs,
+    Injector, Line,
 };
 
 /// A daemon under test with its directories.
@@ -636,15 +637,7 @@ fn a_parents_move_takes_its_childrens_records_along() {
         .unwrap();
         d.wait_for_stat("processed", 2, TIMEOUT);
         // The kernel sends a move for the parent only.
-        inj.send(
-            &event(Action::Move, &b, "t")
-                .var("DEVPATH_OLD", &a)
-                .var("MAJOR", "240")
-                .var("MINOR", "0")
-                .var("DEVNAME", "a0")
-                .to_bytes(),
-        )
-        .unwrap();
+        inj.send(&char_move(&b, &a, "t", (240, 0), "a0")).unwrap();
         d.wait_for_stat("processed", 3, TIMEOUT);
         d.settle();
         let (code, out, err) = d.client("info", &[&kid(&b)]);
@@ -692,15 +685,7 @@ fn a_move_onto_a_path_whose_remove_was_lost_cleans_up_the_old_device() {
         ])
         .unwrap();
         d.wait_for_stat("processed", 2, TIMEOUT);
-        inj.send(
-            &event(Action::Move, &b, "t")
-                .var("DEVPATH_OLD", &a)
-                .var("MAJOR", "240")
-                .var("MINOR", "0")
-                .var("DEVNAME", "a0")
-                .to_bytes(),
-        )
-        .unwrap();
+        inj.send(&char_move(&b, &a, "t", (240, 0), "a0")).unwrap();
         d.wait_for_stat("processed", 3, TIMEOUT);
         d.settle();
         assert_eq!(
@@ -802,26 +787,21 @@ fn injected_bursts_leave_dev_and_db_equal_to_the_truth() {
         let mut later = Vec::new();
         for i in 0..n {
             if i % 3 == 0 {
-                later.push(
-                    event(Action::Remove, &devpath(i), "widget")
-                        .var("MAJOR", "240")
-                        .var("MINOR", i.to_string())
-                        .var("DEVNAME", format!("widgets/w{i}"))
-                        .to_bytes(),
-                );
+                later.push(char_event(
+                    Action::Remove,
+                    &devpath(i),
+                    "widget",
+                    (240, i),
+                    &format!("widgets/w{i}"),
+                ));
             } else if i % 5 == 0 {
-                later.push(
-                    event(
-                        Action::Move,
-                        &format!("/devices/virtual/{tag}/moved{i}"),
-                        "widget",
-                    )
-                    .var("DEVPATH_OLD", devpath(i))
-                    .var("MAJOR", "240")
-                    .var("MINOR", i.to_string())
-                    .var("DEVNAME", format!("widgets/m{i}"))
-                    .to_bytes(),
-                );
+                later.push(char_move(
+                    &format!("/devices/virtual/{tag}/moved{i}"),
+                    &devpath(i),
+                    "widget",
+                    (240, i),
+                    &format!("widgets/m{i}"),
+                ));
             }
         }
         inj.send_all(&later).unwrap();
