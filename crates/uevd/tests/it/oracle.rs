@@ -86,20 +86,7 @@ fn udevadm(rule_file: Option<&Path>, devpath: &str) -> Outcome {
          mknod -m 666 /dev/null c 1 3
          exec udevadm -d test --action=add '/sys{devpath}' 2>&1"
     );
-    let out = Command::new("unshare")
-        // A private network namespace too: with Debian's rules, `udevadm test` really renames
-        // network interfaces (NAME= from net_setup_link), which must never reach the host.
-        .args([
-            "--mount",
-            "--net",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .output()
-        .unwrap();
+    let out = private_sh(&script).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "udevadm test failed:\n{text}");
     let mut o = Outcome::default();
@@ -401,25 +388,29 @@ fn debians_full_rule_set_agrees_with_udevadm_apart_from_missing_builtins() {
     }
 }
 
+/// `sh -c SCRIPT` in private mount and network namespaces, where the script may mount over
+/// `/run` and `/dev`: with Debian's rules `udevadm test` really renames network interfaces
+/// (NAME= from net_setup_link), which must never reach the host.
+fn private_sh(script: &str) -> Command {
+    let mut command = Command::new("unshare");
+    command.args([
+        "--mount",
+        "--net",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+    ]);
+    command
+}
+
 /// The devices `udevadm trigger --dry-run --verbose ARGS` and `uevd trigger` pick on this
 /// machine's `/sys`: neither writes anything with `--dry-run`.
 fn triggered(udevadm: bool, args: &[&str]) -> BTreeSet<String> {
     let out = if udevadm {
         let script = "mount -t tmpfs tmpfs /run; exec udevadm trigger --dry-run --verbose \"$@\"";
-        Command::new("unshare")
-            .args([
-                "--mount",
-                "--net",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                script,
-                "sh",
-            ])
-            .args(args)
-            .output()
-            .unwrap()
+        private_sh(script).arg("sh").args(args).output().unwrap()
     } else {
         let mut all = vec!["trigger", "--dry-run", "--verbose"];
         all.extend_from_slice(args);
