@@ -14,8 +14,6 @@ use rustix::net::{
     SocketFlags, SocketType,
 };
 
-/// `NLM_F_REQUEST`: the kernel only handles requests.
-const NLM_F_REQUEST: u16 = 1;
 /// The message type: anything ≥ `NLMSG_MIN_TYPE` (0x10) is handed to the uevent handler.
 const MSG_TYPE: u16 = 0x10;
 /// The inode number the kernel gives the initial network namespace (`include/linux/proc_ns.h`).
@@ -139,12 +137,13 @@ fn nlmsghdr(payload: &[u8]) -> Result<[u8; 16], InjectError> {
             "is over 2000 bytes: the kernel silently drops injected uevents of about 2 KiB",
         ));
     }
-    let mut header = [0u8; 16];
-    // MAX_MESSAGE_LEN fits in u32.
-    header[0..4].copy_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
-    header[4..6].copy_from_slice(&MSG_TYPE.to_ne_bytes());
-    header[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    Ok(header)
+    // MAX_PAYLOAD fits in u32.
+    Ok(crate::nlmsghdr(
+        (16 + payload.len()) as u32,
+        MSG_TYPE,
+        crate::NLM_F_REQUEST,
+        0,
+    ))
 }
 
 #[cfg(test)]

@@ -18,3 +18,17 @@ pub use listener::{
     DEFAULT_RECV_BUFFER, KERNEL_GROUP,
 };
 pub use rename::{rename_interface, valid_interface_name, RenameError};
+
+/// `NLM_F_REQUEST`: the kernel only handles requests.
+const NLM_F_REQUEST: u16 = 1;
+
+/// A 16-byte `struct nlmsghdr` for a message of `len` bytes in all (header included); the
+/// sender's port is left 0 for the kernel to fill in.
+fn nlmsghdr(len: u32, kind: u16, flags: u16, seq: u32) -> [u8; 16] {
+    let mut header = [0u8; 16];
+    header[0..4].copy_from_slice(&len.to_ne_bytes());
+    header[4..6].copy_from_slice(&kind.to_ne_bytes());
+    header[6..8].copy_from_slice(&flags.to_ne_bytes());
+    header[8..12].copy_from_slice(&seq.to_ne_bytes());
+    header
+}

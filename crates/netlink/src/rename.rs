@@ -28,7 +28,7 @@ pub enum RenameError {
 const RTM_SETLINK: u16 = 19;
 /// `NLMSG_ERROR`: the acknowledgement (error 0) or the failure.
 const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
+/// `NLM_F_ACK`: answer even on success.
 const NLM_F_ACK: u16 = 4;
 /// `IFLA_IFNAME` from `linux/if_link.h`.
 const IFLA_IFNAME: u16 = 3;
@@ -52,12 +52,14 @@ fn request(ifindex: u32, name: &str) -> Vec<u8> {
     let padded = attr_len.next_multiple_of(4);
     let len = 16 + 16 + padded;
     let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&RTM_SETLINK.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    m.extend_from_slice(&1u32.to_ne_bytes()); // sequence number
-    m.extend_from_slice(&0u32.to_ne_bytes()); // port: the kernel fills it in
-                                              // struct ifinfomsg: family, pad, type, index, flags, change.
+    // A name is at most 15 bytes: the length fits in u32.
+    m.extend_from_slice(&crate::nlmsghdr(
+        len as u32,
+        RTM_SETLINK,
+        crate::NLM_F_REQUEST | NLM_F_ACK,
+        1,
+    ));
+    // struct ifinfomsg: family, pad, type, index, flags, change.
     m.extend_from_slice(&[0, 0, 0, 0]);
     m.extend_from_slice(&ifindex.to_ne_bytes());
     m.extend_from_slice(&0u32.to_ne_bytes());
@@ -72,21 +74,14 @@ fn request(ifindex: u32, name: &str) -> Vec<u8> {
 /// Reads the kernel's answer: `Ok` for the acknowledgement, the errno it refused with, or
 /// [`RenameError::Unexpected`].
 fn answer(reply: &[u8]) -> Result<(), RenameError> {
-    let field = |at: usize, n: usize| reply.get(at..at + n).ok_or(RenameError::Unexpected);
-    let kind = u16::from_ne_bytes(
-        field(4, 2)?
-            .try_into()
-            .map_err(|_| RenameError::Unexpected)?,
-    );
-    if kind != NLMSG_ERROR {
+    // nlmsghdr.nlmsg_type, then nlmsgerr.error right after the 16-byte header.
+    let (Some(&[k0, k1]), Some(&[e0, e1, e2, e3])) = (reply.get(4..6), reply.get(16..20)) else {
+        return Err(RenameError::Unexpected);
+    };
+    if u16::from_ne_bytes([k0, k1]) != NLMSG_ERROR {
         return Err(RenameError::Unexpected);
     }
-    let error = i32::from_ne_bytes(
-        field(16, 4)?
-            .try_into()
-            .map_err(|_| RenameError::Unexpected)?,
-    );
-    match error {
+    match i32::from_ne_bytes([e0, e1, e2, e3]) {
         0 => Ok(()),
         e => Err(RenameError::Refused(Errno::from_raw_os_error(-e))),
     }
