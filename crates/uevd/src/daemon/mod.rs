@@ -533,16 +533,14 @@ impl Daemon {
                 let Some(job) = self.queue.next_runnable() else {
                     break;
                 };
-                let lookup = job.event.devpath_old().unwrap_or(job.event.devpath());
+                let (devpath, old) = (job.event.devpath(), job.event.devpath_old());
                 let known = Known {
-                    previous: self.known.get(lookup).cloned(),
-                    displaced: job
-                        .event
-                        .devpath_old()
-                        .filter(|old| *old != job.event.devpath())
-                        .and_then(|_| self.known.get(job.event.devpath()).cloned()),
+                    previous: self.known.get(old.unwrap_or(devpath)).cloned(),
+                    displaced: old
+                        .filter(|old| *old != devpath)
+                        .and_then(|_| self.known.get(devpath).cloned()),
                     ancestors: if self.ancestors_wanted {
-                        ancestors(&self.known, job.event.devpath())
+                        ancestors(&self.known, devpath)
                     } else {
                         Vec::new()
                     },
