@@ -197,7 +197,8 @@ pub enum Key {
     LinkPriority(i32),
     /// `OPTIONS+="log_level=…"` (accepted; uevd's log level is global)
     LogLevel(Box<str>),
-    /// `OPTIONS+="static_node=NAME"` (applies to static nodes only; see `uevd test`)
+    /// `OPTIONS+="static_node=NAME"`: not evaluated per event; the line's permissions apply to
+    /// `/dev/NAME` when the rules are put in place ([`crate::static_nodes`]).
     StaticNode(Box<str>),
     /// `OWNER="name"` resolved per event (it contains substitutions or could not be resolved
     /// when read)

@@ -17,6 +17,7 @@ pub mod mdev;
 pub mod parse;
 pub mod pattern;
 pub mod properties;
+pub mod static_nodes;
 
 pub use ast::Rules;
 pub use parse::{Diagnostic, NameResolver, Severity};

@@ -20,6 +20,7 @@ pub mod queue;
 pub mod reconcile;
 pub mod rules;
 mod server;
+pub mod static_nodes;
 pub mod watch;
 pub mod workers;
 
@@ -1245,7 +1246,29 @@ impl Daemon {
     fn install_policy(&mut self, policy: Arc<dyn Policy>) {
         self.ancestors_wanted = policy.reads_ancestors();
         self.parents_wanted = policy.reads_parents();
+        self.apply_static_nodes(policy.static_nodes());
         self.pool.processor().set_policy(policy);
+    }
+
+    /// Applies the rules' `static_node=` permissions and tags (see [`static_nodes`]).
+    fn apply_static_nodes(&self, wanted: &[uevd_rules::static_nodes::StaticNode]) {
+        let tags = static_nodes::tags_dir(&self.config.run);
+        if wanted.is_empty() && !tags.exists() {
+            return;
+        }
+        // The links point at the nodes by absolute path, as udev's do.
+        let dev =
+            std::fs::canonicalize(&self.config.dev).unwrap_or_else(|_| self.config.dev.clone());
+        let applied = static_nodes::apply(self.pool.processor().nodes(), &dev, &tags, wanted);
+        for e in &applied.errors {
+            error!("{e}");
+        }
+        if !wanted.is_empty() {
+            info!(
+                "static nodes: {} set, {} already right, {} absent; {} tag links",
+                applied.changed, applied.unchanged, applied.missing, applied.tag_links
+            );
+        }
     }
 
     fn accept(&mut self) {

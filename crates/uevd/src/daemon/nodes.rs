@@ -478,6 +478,19 @@ pub struct Ensured {
     pub created: bool,
 }
 
+/// What [`Nodes::apply_static`] found and did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StaticOutcome {
+    /// No such node (its module's nodes were not created, or it is gone): nothing to do.
+    Missing,
+    /// Something other than a device node has the name; left alone.
+    NotANode,
+    /// It already had that owner, group and mode.
+    Unchanged,
+    /// Owner, group or mode was set.
+    Changed,
+}
+
 /// Node and symlink management on a [`DevFs`].
 pub struct Nodes<F> {
     fs: F,
@@ -705,6 +718,43 @@ impl<F: DevFs> Nodes<F> {
         Ok(created)
     }
 
+    /// Gives an existing node the owner, group and mode a `static_node=` rule asks for
+    /// (`None`: leave that part). Nothing is created: a missing node is reported as such, and
+    /// anything but a device node (a symlink, a file, a directory) is left alone.
+    pub fn apply_static(
+        &self,
+        path: &NodePath,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        mode: Option<u32>,
+    ) -> Result<StaticOutcome, NodeError> {
+        let p = path.as_str();
+        // A parent that is a symlink or not a directory is refused (`NodeError::Unsafe`).
+        let Some(meta) = self.fs.lstat(p).map_err(io("stat", p))? else {
+            return Ok(StaticOutcome::Missing);
+        };
+        if !matches!(meta.kind, FileKind::Node(_)) {
+            return Ok(StaticOutcome::NotANode);
+        }
+        let owner = (uid.unwrap_or(meta.uid), gid.unwrap_or(meta.gid));
+        let mode = mode.map_or(meta.mode, |m| m & 0o7777);
+        let mut changed = false;
+        if owner != (meta.uid, meta.gid) {
+            self.fs.chown(p, owner.0, owner.1).map_err(io("chown", p))?;
+            changed = true;
+        }
+        // After a chown, which clears the set-id bits; checked a moment ago not to be a link.
+        if mode != meta.mode || (changed && mode & 0o6000 != 0) {
+            self.fs.chmod(p, mode).map_err(io("chmod", p))?;
+            changed = true;
+        }
+        Ok(if changed {
+            StaticOutcome::Changed
+        } else {
+            StaticOutcome::Unchanged
+        })
+    }
+
     /// Removes `link` if it still points at `target`.
     pub fn remove_symlink(&self, link: &NodePath, target: &NodePath) -> Result<bool, NodeError> {
         let path = link.as_str();
@@ -722,8 +772,6 @@ impl<F: DevFs> Nodes<F> {
     }
 }
 
-/// The temporary name a node or link is created under before being renamed into place: in the
-/// same directory (so the rename is atomic), hidden, and specific to uevd.
 /// How the temporary names of node replacements start; no device may have such a name.
 const TEMP_PREFIX: &str = ".uevd-tmp.";
 

@@ -71,6 +71,12 @@ pub trait Policy: Send + Sync {
         false
     }
 
+    /// Permissions and tags for nodes that exist before their device (`static_node=`),
+    /// applied whenever this policy is put in place.
+    fn static_nodes(&self) -> &[uevd_rules::static_nodes::StaticNode] {
+        &[]
+    }
+
     /// A one-line description for logs and `reload` replies.
     fn describe(&self) -> String;
 

@@ -11,6 +11,7 @@ use uevd_rules::ast::{Builtin, ExistingNode, Key};
 use uevd_rules::eval::{evaluate, EvalOptions, EventState, LogLevel, Properties, RunItem};
 use uevd_rules::load::{self, Loaded};
 use uevd_rules::mdev::Interpreter;
+use uevd_rules::static_nodes::{static_nodes, StaticNode};
 use uevd_rules::{Rules, Severity};
 use uevd_sysfs::Sysfs;
 use uevd_wire::Uevent;
@@ -71,6 +72,8 @@ pub struct RulesPolicy {
     reads_ancestors: bool,
     /// Some line reads parent devices (`KERNELS`, `ATTRS`, `IMPORT{parent}` …).
     reads_parents: bool,
+    /// What the `static_node=` lines ask for.
+    static_nodes: Vec<StaticNode>,
 }
 
 impl RulesPolicy {
@@ -105,7 +108,9 @@ impl RulesPolicy {
         };
         let reads_ancestors = any_key(&|k| matches!(k, Key::ImportParent(_) | Key::ParentTag(_)));
         let reads_parents = any_key(&|k| k.is_parent_match() || matches!(k, Key::ImportParent(_)));
+        let static_nodes = static_nodes(&loaded.rules);
         RulesPolicy {
+            static_nodes,
             rules: Arc::new(loaded.rules),
             description,
             sysfs,
@@ -191,6 +196,10 @@ impl Policy for RulesPolicy {
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    fn static_nodes(&self) -> &[StaticNode] {
+        &self.static_nodes
     }
 
     fn reads_ancestors(&self) -> bool {

@@ -455,3 +455,105 @@ fn trigger_filters_pick_what_udevadm_trigger_picks() {
         }
     }
 }
+
+/// The nodes `kmod static-nodes` would have made before their modules load: (name, major,
+/// minor), each 0600 root:root.
+const STATIC_NODES: &[(&str, u32, u32)] = &[
+    ("fuse", 10, 229),
+    ("snd/seq", 116, 1),
+    ("snd/timer", 116, 33),
+    ("kvm", 10, 232),
+    ("vhost-net", 10, 238),
+    ("net/tun", 10, 200),
+    ("loop-control", 10, 237),
+    ("uinput", 10, 223),
+    ("vfio/vfio", 10, 196),
+];
+
+/// Shell commands that list the device nodes under `dev` (`name mode uid:gid`) and the tag
+/// links under `tags` (`tag/name -> target`), sorted.
+fn list_static(dev: &str, tags: &str) -> String {
+    format!(
+        "find {dev} -mindepth 1 \\( -type c -o -type b \\) ! -name null -printf '%P %m %U:%G\\n' | sort
+         find {tags} -type l -printf '%P -> %l\\n' 2>/dev/null | sort"
+    )
+}
+
+#[test]
+fn static_nodes_get_what_systemd_udevd_gives_them() {
+    if !available() {
+        return;
+    }
+    let rules = corpus().join("27-static-nodes.rules");
+    let make_nodes = |dev: &str| -> String {
+        STATIC_NODES
+            .iter()
+            .map(|(name, major, minor)| {
+                format!("mkdir -p \"$(dirname {dev}/{name})\"; mknod -m 600 {dev}/{name} c {major} {minor}\n")
+            })
+            .collect()
+    };
+
+    // systemd-udevd applies static_node= once its rules are read, before it answers a ping.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::copy(&rules, work.path().join("27-static-nodes.rules")).unwrap();
+    let script = format!(
+        "set -e
+         mount -t tmpfs tmpfs /run
+         for d in /etc/udev/rules.d /usr/lib/udev/rules.d /usr/local/lib/udev/rules.d; do
+             [ -d $d ] && mount -t tmpfs tmpfs $d
+         done
+         cp '{work}'/*.rules /etc/udev/rules.d/
+         mount -t tmpfs tmpfs /dev
+         mknod -m 666 /dev/null c 1 3
+         {nodes}
+         /lib/systemd/systemd-udevd >/dev/null 2>&1 &
+         trap 'kill $!' EXIT
+         # The control socket appears once the rules are read and applied.
+         tries=0
+         until udevadm control --ping -t 5 2>/dev/null; do
+             tries=$((tries + 1)); [ $tries -lt 500 ]; sleep 0.01
+         done
+         {list}",
+        work = work.path().display(),
+        nodes = make_nodes("/dev"),
+        list = list_static("/dev", "/run/udev/static_node-tags"),
+    );
+    let out = private_sh(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-udevd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs = String::from_utf8_lossy(&out.stdout).into_owned();
+
+    // uevd, on an empty sysfs (no device makes any node), with the same nodes in its --dev.
+    let sys = uevd_testkit::FakeSysfs::new().unwrap();
+    let (dev, run) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dev_abs = std::fs::canonicalize(dev.path()).unwrap();
+    let made = Command::new("sh")
+        .args(["-c", &make_nodes(&dev_abs.display().to_string())])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let tags = run.path().join("static_node-tags");
+    let rules_arg = rules.display().to_string();
+    let d = super::daemon::Daemon::start_in(sys.root(), dev, run, &["--rules", &rules_arg]);
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &list_static(&dev_abs.display().to_string(), &tags.display().to_string()),
+        ])
+        .output()
+        .unwrap();
+    d.stop();
+    // uevd's links point into its own --dev.
+    let ours =
+        String::from_utf8_lossy(&out.stdout).replace(&format!("{}/", dev_abs.display()), "/dev/");
+
+    assert_eq!(ours, theirs, "uevd (left) and systemd-udevd (right) differ");
+    assert!(
+        theirs.contains("fuse 666 0:0\n") && theirs.contains("uaccess/net\\x2ftun -> /dev/net/tun"),
+        "{theirs}"
+    );
+}

@@ -741,3 +741,79 @@ fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     all
 }
+
+/// Makes a char node in `dev` as `kmod static-nodes` would (no device, no uevent).
+fn static_node(dev: &Path, name: &str, minor: u32) {
+    let path = dev.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &path,
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        rustix::fs::makedev(10, minor),
+    )
+    .unwrap();
+}
+
+#[test]
+fn static_node_permissions_apply_at_start_and_on_reload_and_tags_are_linked() {
+    in_private_netns(|| {
+        let sys = tree();
+        let (dev, run) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        static_node(dev.path(), "fuse", 229);
+        static_node(dev.path(), "snd/seq", 1);
+        // A name a rule line gives but nobody made: not created.
+        let rules = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            rules.path(),
+            concat!(
+                "KERNEL==\"fuse\", MODE=\"0666\", OPTIONS+=\"static_node=fuse\"\n",
+                "SUBSYSTEM==\"sound\", OPTIONS+=\"static_node=snd/seq\", GROUP=\"4321\", ",
+                "TAG+=\"uaccess\"\n",
+                "KERNEL==\"vhost-net\", MODE=\"0660\", OPTIONS+=\"static_node=vhost-net\"\n",
+            ),
+        )
+        .unwrap();
+        let rules_arg = rules.path().display().to_string();
+        let dev_path = dev.path().to_owned();
+        let run_path = run.path().to_owned();
+        let d = Daemon::start_in(sys.root(), dev, run, &["--rules", &rules_arg]);
+        d.settle();
+        let nodes = listing(d.dev.path());
+        assert!(
+            nodes.contains(&"fuse c 10:229 666 0:0".to_string()),
+            "{nodes:#?}"
+        );
+        // A group and no mode: 0660, as udev does.
+        assert!(
+            nodes.contains(&"snd/seq c 10:1 660 0:4321".to_string()),
+            "{nodes:#?}"
+        );
+        assert!(!d.dev.path().join("vhost-net").exists());
+        let link = run_path.join("static_node-tags/uaccess/snd\\x2fseq");
+        let dev_abs = std::fs::canonicalize(&dev_path).unwrap();
+        assert_eq!(std::fs::read_link(&link).unwrap(), dev_abs.join("snd/seq"));
+
+        // Other rules: the new permissions apply, the tag nobody asks for goes.
+        std::fs::write(
+            rules.path(),
+            "KERNEL==\"fuse\", MODE=\"0640\", OPTIONS+=\"static_node=fuse\"\n",
+        )
+        .unwrap();
+        let (code, out, err) = d.client("control", &["reload"]);
+        assert_eq!(code, 0, "{out}{err}");
+        let nodes = listing(d.dev.path());
+        assert!(
+            nodes.contains(&"fuse c 10:229 640 0:0".to_string()),
+            "{nodes:#?}"
+        );
+        assert!(
+            nodes.contains(&"snd/seq c 10:1 660 0:4321".to_string()),
+            "{nodes:#?}"
+        );
+        assert!(!link.exists() && !run_path.join("static_node-tags/uaccess").exists());
+        d.stop();
+    })
+    .unwrap();
+}
