@@ -37,6 +37,85 @@ pub struct Loaded {
     pub files: Vec<PathBuf>,
     /// Problems, in file order.
     pub diagnostics: Vec<Diagnostic>,
+    /// How the sources looked just before they were read ([`Stamp::changed`]).
+    pub stamp: Stamp,
+}
+
+/// How a rule source looked: every rule file under its directories (masked ones and those
+/// another directory overrides included) with its identity, size and change times, and the
+/// files named directly — so that an edit in place, a new, removed, masked or replaced file
+/// all show. udevd 252 compares the same to reload by itself when rule files change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stamp {
+    sources: Vec<PathBuf>,
+    files: Vec<(PathBuf, Option<FileStamp>)>,
+}
+
+/// What identifies one version of a file (`None` in [`Stamp`]: it does not exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    /// The link itself, for a symlink (retargeting it changes nothing of its target).
+    link: Option<(u64, (i64, i64))>,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let own = fs::symlink_metadata(path).ok()?;
+        // A dangling link is stamped as the link alone.
+        let target = fs::metadata(path).unwrap_or_else(|_| own.clone());
+        Some(FileStamp {
+            dev: target.dev(),
+            ino: target.ino(),
+            size: target.size(),
+            mtime: (target.mtime(), target.mtime_nsec()),
+            ctime: (target.ctime(), target.ctime_nsec()),
+            link: own
+                .file_type()
+                .is_symlink()
+                .then(|| (own.ino(), (own.ctime(), own.ctime_nsec()))),
+        })
+    }
+}
+
+impl Stamp {
+    /// Looks at `sources` (rule files and directories) as they are now.
+    pub fn take(sources: &[PathBuf]) -> Stamp {
+        let mut files = Vec::new();
+        for source in sources {
+            match fs::read_dir(source) {
+                Ok(entries) => {
+                    let mut names: Vec<PathBuf> = entries
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|e| e == "rules"))
+                        .collect();
+                    names.sort();
+                    files.extend(names.into_iter().map(|p| {
+                        let stamp = FileStamp::of(&p);
+                        (p, stamp)
+                    }));
+                }
+                // A file, or nothing (yet): stamped as itself.
+                Err(_) => files.push((source.clone(), FileStamp::of(source))),
+            }
+        }
+        Stamp {
+            sources: sources.to_vec(),
+            files,
+        }
+    }
+
+    /// Whether the sources look different now than when this stamp was taken. A stamp of no
+    /// sources (the built-in rules) never changes.
+    pub fn changed(&self) -> bool {
+        !self.sources.is_empty() && Stamp::take(&self.sources) != *self
+    }
 }
 
 impl Loaded {
@@ -131,6 +210,8 @@ fn io_diagnostic(path: &Path, e: &std::io::Error) -> Diagnostic {
 
 /// Reads and compiles the rules found under `paths`.
 pub fn load(paths: &[PathBuf], resolver: &dyn NameResolver) -> Loaded {
+    // Taken first: a change made while the files are read shows as a change later.
+    let stamp = Stamp::take(paths);
     let (files, mut diagnostics) = rule_files(paths);
     let mut rules = Rules::default();
     for file in &files {
@@ -151,6 +232,7 @@ pub fn load(paths: &[PathBuf], resolver: &dyn NameResolver) -> Loaded {
         rules,
         files,
         diagnostics,
+        stamp,
     }
 }
 
@@ -162,13 +244,17 @@ pub fn load_builtin(resolver: &dyn NameResolver) -> Loaded {
         rules,
         files: vec![PathBuf::from(BUILTIN_NAME)],
         diagnostics,
+        stamp: Stamp::default(),
     }
 }
 
 /// Reads an mdev.conf and compiles it to rules. A missing file is an error; a bad line drops
 /// that line only.
 pub fn load_mdev(path: &Path, resolver: &dyn NameResolver) -> Loaded {
-    let mut loaded = Loaded::default();
+    let mut loaded = Loaded {
+        stamp: Stamp::take(&[path.to_path_buf()]),
+        ..Loaded::default()
+    };
     let text = match read_config(path) {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(e) => {
@@ -203,7 +289,11 @@ pub fn load_default(resolver: &dyn NameResolver) -> Loaded {
     let dirs: Vec<PathBuf> = DEFAULT_DIRS.iter().map(PathBuf::from).collect();
     let loaded = load(&dirs, resolver);
     if loaded.files.is_empty() {
-        load_builtin(resolver)
+        // Rules put into the directories later replace the built-in ones.
+        Loaded {
+            stamp: loaded.stamp,
+            ..load_builtin(resolver)
+        }
     } else {
         loaded
     }
@@ -225,6 +315,54 @@ mod tests {
 
     fn write(dir: &Path, name: &str, text: &str) {
         fs::write(dir.join(name), text).expect("write rule file");
+    }
+
+    #[test]
+    fn the_stamp_changes_with_any_edit_new_removed_masked_or_replaced_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("rules.d");
+        let file = tmp.path().join("extra.rules");
+        fs::create_dir_all(&dir).expect("mkdir");
+        write(&dir, "10-a.rules", "ENV{A}=\"1\"\n");
+        write(&dir, "README", "x");
+        let sources = [dir.clone(), file.clone()];
+        let fresh = || Stamp::take(&sources);
+        let before = fresh();
+        assert!(!before.changed());
+        assert_eq!(before, fresh());
+
+        // Not a rules file: no change.
+        write(&dir, "README", "changed");
+        assert!(!before.changed());
+
+        let steps: [(&str, &dyn Fn()); 5] = [
+            ("an edit in place", &|| {
+                write(&dir, "10-a.rules", "ENV{A}=\"22\"\n")
+            }),
+            ("a new file", &|| {
+                write(&dir, "20-b.rules", "ENV{B}=\"1\"\n")
+            }),
+            ("a named file appearing", &|| {
+                fs::write(&file, "ENV{C}=\"1\"\n").expect("write")
+            }),
+            ("a mask", &|| {
+                fs::remove_file(dir.join("20-b.rules")).expect("rm");
+                std::os::unix::fs::symlink("/dev/null", dir.join("20-b.rules")).expect("ln");
+            }),
+            ("a removed file", &|| {
+                fs::remove_file(dir.join("10-a.rules")).expect("rm")
+            }),
+        ];
+        for (what, step) in steps {
+            let stamp = fresh();
+            step();
+            assert!(stamp.changed(), "{what} went unnoticed");
+            assert!(!fresh().changed(), "after {what}");
+        }
+        assert!(
+            !Stamp::default().changed(),
+            "the built-in rules never change"
+        );
     }
 
     #[test]

@@ -147,6 +147,11 @@ const CLIENTS: u64 = 16;
 /// Running helpers' pidfd tokens start here (above any client token).
 const HELPERS: u64 = 1 << 40;
 
+/// How often, at most, the rule files are compared with what the policy was read from (udevd
+/// waits 3 s between its checks too): each look lists the rule directories and stats every
+/// file.
+const RULES_CHECK_EVERY: Duration = Duration::from_secs(3);
+
 /// Going idle after this many events since the last time returns free memory to the kernel.
 const TRIM_AFTER: u64 = 4096;
 /// How long the daemon stays idle after such a burst before handing memory back: a burst often
@@ -217,6 +222,8 @@ struct Daemon {
     server: ControlServer,
     epoll: rustix::fd::OwnedFd,
     reload: Reload,
+    /// When the rule files were last compared with what the policy was read from.
+    rules_checked: Instant,
     ready: bool,
     stopping: bool,
     listener_paused: bool,
@@ -327,6 +334,7 @@ pub fn run(config: Config, policy: LoadPolicy, reload: Reload) -> Result<(), Dae
         server,
         epoll,
         reload,
+        rules_checked: Instant::now(),
         ready: false,
         stopping: false,
         listener_paused: false,
@@ -481,7 +489,10 @@ impl Daemon {
             }
             for event in &events {
                 match event.data.u64() {
-                    LISTENER => self.drain_kernel()?,
+                    LISTENER => {
+                        self.reload_if_rules_changed();
+                        self.drain_kernel()?;
+                    }
                     WORKERS => self.collect(true),
                     SIGNALS => {
                         if term.as_mut().is_some_and(Termination::fired) {
@@ -1240,6 +1251,28 @@ impl Daemon {
         info!("policy: {}", policy.describe());
         self.install_policy(policy);
         Ok(())
+    }
+
+    /// Reloads the policy when its rule files changed on disk, as udevd does: looked at, at
+    /// most every [`RULES_CHECK_EVERY`], when kernel events arrive (an idle daemon does not
+    /// poll), so that after editing a rule file the next `trigger` sees the new rules.
+    fn reload_if_rules_changed(&mut self) {
+        if self.loading.is_some() || self.rules_checked.elapsed() < RULES_CHECK_EVERY {
+            return;
+        }
+        self.rules_checked = Instant::now();
+        if !self.pool.processor().policy().rules_changed() {
+            return;
+        }
+        match (self.reload)() {
+            Ok(policy) => {
+                info!("rule files changed: reloaded: {}", policy.describe());
+                self.install_policy(policy);
+            }
+            Err(e) => {
+                error!("rule files changed, but reloading failed (keeping the current policy): {e}")
+            }
+        }
     }
 
     /// Makes `policy` decide the events dispatched from now on.

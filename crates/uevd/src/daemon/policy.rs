@@ -77,6 +77,12 @@ pub trait Policy: Send + Sync {
         &[]
     }
 
+    /// Whether what this policy was read from has changed since (rule files edited, added,
+    /// removed): the daemon then reloads by itself.
+    fn rules_changed(&self) -> bool {
+        false
+    }
+
     /// A one-line description for logs and `reload` replies.
     fn describe(&self) -> String;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use uevd_rules::ast::{Builtin, ExistingNode, Key};
 use uevd_rules::eval::{evaluate, EvalOptions, EventState, LogLevel, Properties, RunItem};
-use uevd_rules::load::{self, Loaded};
+use uevd_rules::load::{self, Loaded, Stamp};
 use uevd_rules::mdev::Interpreter;
 use uevd_rules::static_nodes::{static_nodes, StaticNode};
 use uevd_rules::{Rules, Severity};
@@ -74,6 +74,8 @@ pub struct RulesPolicy {
     reads_parents: bool,
     /// What the `static_node=` lines ask for.
     static_nodes: Vec<StaticNode>,
+    /// How the rule files looked when read.
+    stamp: Stamp,
 }
 
 impl RulesPolicy {
@@ -111,6 +113,7 @@ impl RulesPolicy {
         let static_nodes = static_nodes(&loaded.rules);
         RulesPolicy {
             static_nodes,
+            stamp: loaded.stamp,
             rules: Arc::new(loaded.rules),
             description,
             sysfs,
@@ -196,6 +199,10 @@ impl Policy for RulesPolicy {
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    fn rules_changed(&self) -> bool {
+        self.stamp.changed()
     }
 
     fn static_nodes(&self) -> &[StaticNode] {

@@ -817,3 +817,45 @@ fn static_node_permissions_apply_at_start_and_on_reload_and_tags_are_linked() {
     })
     .unwrap();
 }
+
+#[test]
+fn edited_rule_files_are_reloaded_by_themselves_when_events_come() {
+    in_private_netns(|| {
+        let sys = tree();
+        let rules = tempfile::tempdir().unwrap();
+        let file = rules.path().join("50-mine.rules");
+        std::fs::write(&file, "KERNEL==\"vda\", MODE=\"0640\"\n").unwrap();
+        let rules_arg = rules.path().display().to_string();
+        let d = Daemon::start(sys.root(), &["--rules", &rules_arg]);
+        d.settle();
+        assert!(listing(d.dev.path()).contains(&"vda b 254:0 640 0:0".to_string()));
+        // Edited in place (same inode, no `reload`), and a new file beside it.
+        std::fs::write(&file, "KERNEL==\"vda\", MODE=\"0604\"\n").unwrap();
+        std::fs::write(
+            rules.path().join("60-new.rules"),
+            "KERNEL==\"vda\", SYMLINK+=\"from-new-file\"\n",
+        )
+        .unwrap();
+        // The daemon looks at its rule files at most every 3 s, when events come.
+        std::thread::sleep(Duration::from_millis(3100));
+        let inj = Injector::open().unwrap();
+        inj.send_all(&[event(Action::Change, DISK_A, "block")
+            .var("MAJOR", "254")
+            .var("MINOR", "0")
+            .var("DEVNAME", "vda")
+            .to_bytes()])
+            .unwrap();
+        d.settle();
+        let nodes = listing(d.dev.path());
+        assert!(
+            nodes.contains(&"vda b 254:0 604 0:0".to_string()),
+            "{nodes:#?}"
+        );
+        assert!(
+            nodes.contains(&"from-new-file -> vda".to_string()),
+            "{nodes:#?}"
+        );
+        d.stop();
+    })
+    .unwrap();
+}
