@@ -548,9 +548,10 @@ impl Daemon {
                 let (devpath, old) = (job.event.devpath(), job.event.devpath_old());
                 let known = Known {
                     previous: self.known.get(old.unwrap_or(devpath)).cloned(),
-                    displaced: old
-                        .filter(|old| *old != devpath)
-                        .and_then(|_| self.known.get(devpath).cloned()),
+                    displaced: match old {
+                        Some(old) if old != devpath => displaced(&self.known, old, devpath),
+                        _ => Vec::new(),
+                    },
                     ancestors: if self.ancestors_wanted {
                         ancestors(&self.known, devpath)
                     } else {
@@ -583,6 +584,16 @@ impl Daemon {
             self.known.remove(old);
             if let Some(w) = &mut self.watches {
                 let _ = w.update(old, None);
+            }
+            if old != devpath {
+                // Undone by the processor (`Known::displaced`); nothing new can have been
+                // recorded there since: events below the new path wait for the move.
+                for stale in displaced(&self.known, old, &devpath) {
+                    self.known.remove(&stale.devpath);
+                    if let Some(w) = &mut self.watches {
+                        let _ = w.update(&stale.devpath, None);
+                    }
+                }
             }
             self.move_descendants(old, &devpath);
         }
@@ -1413,6 +1424,26 @@ impl Daemon {
 
 /// The records of `devpath`'s ancestors that `known` holds, nearest first. (Related events
 /// run in order, so an ancestor's record is current for every event below it.)
+/// For a move from `old` to `new`: the records still kept at `new` or below it, deepest
+/// first — devices whose `remove` was lost (see [`process::Known::displaced`]). Records below
+/// `old` are the moved device's own children, which move with it. Moves are rare; this looks
+/// at every record, as [`Daemon::move_descendants`] does.
+fn displaced(
+    known: &HashMap<String, Arc<DeviceRecord>, FastHash>,
+    old: &str,
+    new: &str,
+) -> Vec<Arc<DeviceRecord>> {
+    let mut found: Vec<Arc<DeviceRecord>> = known
+        .iter()
+        .filter(|(k, _)| {
+            *k == new || (uevd_sysfs::is_below(k, new) && !uevd_sysfs::is_below(k, old))
+        })
+        .map(|(_, r)| Arc::clone(r))
+        .collect();
+    found.sort_by(|a, b| (b.devpath.len(), &a.devpath).cmp(&(a.devpath.len(), &b.devpath)));
+    found
+}
+
 fn ancestors(
     known: &HashMap<String, Arc<DeviceRecord>, FastHash>,
     devpath: &str,

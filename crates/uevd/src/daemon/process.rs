@@ -22,10 +22,11 @@ pub struct Known {
     pub previous: Option<Arc<DeviceRecord>>,
     /// Its processed ancestors' records, nearest first, when the policy reads them.
     pub ancestors: Vec<Arc<DeviceRecord>>,
-    /// For a `move`: the record of another device still kept at the new devpath. The kernel
-    /// moves a device only onto a free path, so that device's `remove` was lost; what it
-    /// made goes before the moved device takes its place.
-    pub displaced: Option<Arc<DeviceRecord>>,
+    /// For a `move`: records of other devices still kept at the new devpath or below it,
+    /// deepest first. The kernel moves a device only onto a free path (and the moved device's
+    /// own children are still recorded below its old path), so their `remove`s were lost;
+    /// what they made goes before the moved device takes its place.
+    pub displaced: Vec<Arc<DeviceRecord>>,
 }
 
 /// The parts of a policy [`Context`] other than the device's own record.
@@ -231,7 +232,7 @@ impl<F: DevFs> Processor<F> {
             ancestors: &known.ancestors,
             snapshot: job.snapshot.as_deref(),
         };
-        if let Some(old) = known.displaced {
+        for old in known.displaced {
             let ctx = format!(
                 "{} (removing {}, the device it replaces)",
                 Self::context(&out.event),
@@ -662,7 +663,7 @@ mod tests {
             .expect("n1's record");
         let known = Known {
             previous: Some(moving),
-            displaced: Some(stale),
+            displaced: vec![stale],
             ..Known::default()
         };
         let moved = p.process(

@@ -668,7 +668,7 @@ fn a_parents_move_takes_its_childrens_records_along() {
 }
 
 #[test]
-fn a_move_onto_a_path_whose_remove_was_lost_cleans_up_the_old_device() {
+fn a_move_onto_a_path_whose_remove_was_lost_cleans_up_the_old_device_and_its_children() {
     in_private_netns(|| {
         let sys = FakeSysfs::new().unwrap();
         let d = Daemon::start(sys.root(), &["--no-coldplug"]);
@@ -678,23 +678,40 @@ fn a_move_onto_a_path_whose_remove_was_lost_cleans_up_the_old_device() {
             format!("/devices/virtual/{tag}/b"),
         );
         let inj = Injector::open().unwrap();
-        // b's remove never arrives (lost); then a moves to b's path.
+        // b and its children's removes never arrive (lost); then a moves to b's path,
+        // taking its own child along.
         inj.send_all(&[
             char_event(Action::Add, &a, "t", (240, 0), "a0"),
+            char_event(Action::Add, &format!("{a}/k"), "t", (240, 4), "a0k"),
             char_event(Action::Add, &b, "t", (240, 1), "b1"),
+            char_event(Action::Add, &format!("{b}/c"), "t", (240, 2), "b1c"),
+            char_event(Action::Add, &format!("{b}/c/d"), "t", (240, 3), "sub/b1cd"),
         ])
         .unwrap();
-        d.wait_for_stat("processed", 2, TIMEOUT);
+        d.wait_for_stat("processed", 5, TIMEOUT);
         inj.send(&char_move(&b, &a, "t", (240, 0), "a0")).unwrap();
-        d.wait_for_stat("processed", 3, TIMEOUT);
+        d.wait_for_stat("processed", 6, TIMEOUT);
         d.settle();
         assert_eq!(
             listing(d.dev.path()),
-            ["a0 c 240:0 600 0:0"],
-            "b1's node went with it"
+            ["a0 c 240:0 600 0:0", "a0k c 240:4 600 0:0"],
+            "b1's node and its children's went with it"
         );
-        assert_eq!(d.stats()["devices"], 1);
-        assert_eq!(db_ids(d.run.path()).len(), 1, "{:?}", db_ids(d.run.path()));
+        assert_eq!(d.stats()["devices"], 2);
+        let mut ids = db_ids(d.run.path());
+        ids.sort();
+        assert_eq!(ids, ["c240:0", "c240:4"]);
+        // The moved child is known under its new path: its remove takes its node.
+        inj.send(&char_event(
+            Action::Remove,
+            &format!("{b}/k"),
+            "t",
+            (240, 4),
+            "a0k",
+        ))
+        .unwrap();
+        d.wait_for_stat("processed", 7, TIMEOUT);
+        assert_eq!(listing(d.dev.path()), ["a0 c 240:0 600 0:0"]);
         d.stop();
     })
     .unwrap();
