@@ -188,6 +188,7 @@ pub fn test(args: &TestArgs) -> ExitCode {
             "current_tags": state.current_tags,
             "run": run,
             "watch": state.watch,
+            "seclabels": state.seclabels.iter().map(|(m, l)| json!({"module": m, "label": l})).collect::<Vec<_>>(),
             "writes": host.writes,
             "trace": trace.entries,
             "messages": host.messages.iter().map(|m| m.text.clone()).collect::<Vec<_>>(),
@@ -232,6 +233,9 @@ pub fn test(args: &TestArgs) -> ExitCode {
     }
     if let Some(w) = state.watch {
         println!("watch: {w}");
+    }
+    for (module, label) in &state.seclabels {
+        println!("seclabel: {module} {label} (set on add, when {module} is active)");
     }
     for r in &run {
         println!("run: '{r}'");

@@ -406,6 +406,7 @@ OWNER="$env{NOBODY}nobody"
 TAG+="t1", TAG+="t2", TAG-="t1", TAG+="t-3_ok", TAG+="bad tag"
 ATTR{queue/scheduler}="none", SYSCTL{vm/x}="1"
 SECLABEL{selinux}="dev_t"
+SECLABEL{apparmor}="gone", SECLABEL{selinux}="disk_t", SECLABEL{smack}+="s", SECLABEL{smack}+="later"
 "#,
     );
     assert_eq!(prop(&s, "L").as_deref(), Some("a b c"));
@@ -421,7 +422,15 @@ SECLABEL{selinux}="dev_t"
             "sysctl vm/x=1".into()
         ]
     );
-    assert_eq!(s.seclabels, [("selinux".to_string(), "dev_t".to_string())]);
+    // `=` clears every module's label; the last label of a module is the one set (udev
+    // keeps both in a list keyed by pointer and applies them in order).
+    assert_eq!(
+        s.seclabels,
+        [
+            ("selinux".to_string(), "disk_t".to_string()),
+            ("smack".to_string(), "later".to_string())
+        ]
+    );
     assert!(
         host.logs
             .iter()

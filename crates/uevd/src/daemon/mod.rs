@@ -13,6 +13,7 @@ pub mod db;
 pub mod hash;
 pub mod helpers;
 pub mod links;
+pub mod mac;
 pub mod nodes;
 pub mod policy;
 pub mod process;
@@ -282,7 +283,11 @@ pub fn run(config: Config, policy: LoadPolicy, reload: Reload) -> Result<(), Dae
     };
     // No event is processed before the real policy is in place (see `await_policy`).
     let placeholder: Arc<dyn Policy> = Arc::new(policy::KernelDefaults);
-    let processor = Arc::new(Processor::new(placeholder, fs, db, links));
+    let mac = mac::Mac::detect(&config.sysfs);
+    if mac != mac::Mac::default() {
+        info!("security labels (SECLABEL) for: {mac:?}");
+    }
+    let processor = Arc::new(Processor::new(placeholder, fs, db, links).with_mac(mac));
     let pool = Pool::new(processor, config.workers).map_err(setup("starting workers"))?;
     let listener = KernelListener::open(&ListenerOptions {
         recv_buffer: config.recv_buffer,

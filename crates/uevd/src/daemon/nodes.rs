@@ -179,6 +179,9 @@ pub trait DevFs: Send + Sync {
     fn symlink(&self, target: &str, path: &str) -> Result<(), Errno>;
     /// `readlink`.
     fn readlink(&self, path: &str) -> Result<String, Errno>;
+    /// Sets the extended attribute `name` (a security label) of the device node at `path`:
+    /// not through a symlink, and nothing but a char or block node (`EPERM` otherwise).
+    fn set_node_xattr(&self, path: &str, name: &str, value: &[u8]) -> Result<(), Errno>;
     /// The mode of `path` if it is known, without looking, to be a directory beneath the
     /// root (an implementation may remember the last directory it resolved); `None`: look.
     fn known_dir(&self, _path: &str) -> Option<u32> {
@@ -381,6 +384,26 @@ impl DevFs for DirFs {
         self.at(path, |dir, leaf| {
             let target = fs::readlinkat(dir, leaf, Vec::new())?;
             Ok(target.to_string_lossy().into_owned())
+        })
+    }
+
+    fn set_node_xattr(&self, path: &str, name: &str, value: &[u8]) -> Result<(), Errno> {
+        self.at(path, |dir, leaf| {
+            // O_PATH: opening the device itself could have effects (a tape rewinds).
+            let fd = fs::openat(
+                dir,
+                leaf,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let kind = FileType::from_raw_mode(fs::fstat(&fd)?.st_mode);
+            if !matches!(kind, FileType::CharacterDevice | FileType::BlockDevice) {
+                return Err(Errno::PERM);
+            }
+            // An O_PATH descriptor takes no xattr calls; its /proc link leads to the very
+            // inode it holds (as udev and libselinux do it).
+            let via = format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&fd));
+            fs::setxattr(via.as_str(), name, value, fs::XattrFlags::empty())
         })
     }
 

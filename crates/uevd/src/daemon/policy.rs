@@ -51,6 +51,8 @@ pub struct Decision {
     pub watch: bool,
     /// Priority of this device's claim on its symlinks (`link_priority`).
     pub link_priority: i32,
+    /// Security labels for the node (`SECLABEL{module}`), set when the device is added.
+    pub seclabels: Vec<(String, String)>,
 }
 
 /// Decides what to do for an event. Implementations must be cheap to call from several worker

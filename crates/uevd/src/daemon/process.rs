@@ -7,6 +7,7 @@
 use super::db::{event_device_id, Db, DeviceRecord, NodeRecord};
 use super::helpers::HelperJob;
 use super::links::{Claim, LinkClaims};
+use super::mac::Mac;
 use super::nodes::{DevFs, NodeKind, NodePath, NodeSpec, Nodes};
 use super::policy::{Context, Decision, Policy};
 use super::queue::{Job, Origin};
@@ -131,6 +132,8 @@ pub struct Processor<F> {
     nodes: Nodes<F>,
     db: Db,
     links: Option<LinkClaims>,
+    /// Security modules whose labels `SECLABEL` sets.
+    mac: Mac,
 }
 
 impl<F: DevFs> Processor<F> {
@@ -142,7 +145,14 @@ impl<F: DevFs> Processor<F> {
             nodes: Nodes::new(fs),
             db,
             links,
+            mac: Mac::default(),
         }
+    }
+
+    /// Sets the security modules whose `SECLABEL`s are applied (none by default).
+    pub fn with_mac(mut self, mac: Mac) -> Self {
+        self.mac = mac;
+        self
     }
 
     /// Claims `link` (if `claim`) and points it at the winning claimant's node.
@@ -360,6 +370,15 @@ impl<F: DevFs> Processor<F> {
                     match self.nodes.ensure_node(&spec) {
                         Ok(ensured) => {
                             node_existed = !ensured.created;
+                            // udev labels on `add` only, whether or not the node is new.
+                            if event.action() == Action::Add {
+                                for e in
+                                    self.mac
+                                        .apply(self.nodes.fs(), &spec.path, &decision.seclabels)
+                                {
+                                    out.errors.push(format!("{}: {e}", Self::context(event)));
+                                }
+                            }
                             let mut created_dirs = previous
                                 .and_then(|p| p.node.as_ref())
                                 .filter(|old| old.spec.path == spec.path)
@@ -558,6 +577,9 @@ mod tests {
         }
         fn symlink(&self, target: &str, path: &str) -> Result<(), Errno> {
             self.fs.symlink(target, path)
+        }
+        fn set_node_xattr(&self, path: &str, name: &str, value: &[u8]) -> Result<(), Errno> {
+            self.fs.set_node_xattr(path, name, value)
         }
         fn readlink(&self, path: &str) -> Result<String, Errno> {
             self.fs.readlink(path)

@@ -194,6 +194,7 @@ impl Policy for RulesPolicy {
             no_node: state.no_node,
             watch: state.watch.unwrap_or(false),
             link_priority: state.link_priority,
+            seclabels: state.seclabels,
         }
     }
 

@@ -859,3 +859,62 @@ fn edited_rule_files_are_reloaded_by_themselves_when_events_come() {
     })
     .unwrap();
 }
+
+/// The security label `name` of `path`, if set.
+fn xattr(path: &Path, name: &str) -> Option<String> {
+    let mut buf = vec![0u8; 256];
+    let n = rustix::fs::lgetxattr(path, name, &mut buf[..]).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[test]
+fn seclabels_are_set_on_add_for_the_active_security_modules_only() {
+    in_private_netns(|| {
+        let sys = tree();
+        // SELinux active, SMACK not (the daemon reads this from its --sysfs).
+        std::fs::create_dir_all(sys.root().join("fs/selinux")).unwrap();
+        let rules = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            rules.path(),
+            concat!(
+                "KERNEL==\"vda\", SECLABEL{selinux}=\"system_u:object_r:fixed_disk_device_t:s0\", ",
+                "SECLABEL{smack}+=\"disk\"\n",
+                "KERNEL==\"vdb\", SECLABEL{nosuch}=\"x\"\n",
+            ),
+        )
+        .unwrap();
+        let rules_arg = rules.path().display().to_string();
+        let d = Daemon::start(sys.root(), &["--rules", &rules_arg]);
+        d.settle();
+        let vda = d.dev.path().join("vda");
+        assert_eq!(
+            xattr(&vda, "security.selinux").as_deref(),
+            Some("system_u:object_r:fixed_disk_device_t:s0\0")
+        );
+        assert_eq!(xattr(&vda, "security.SMACK64"), None, "SMACK is not active");
+        assert_eq!(xattr(&d.dev.path().join("vdb"), "security.selinux"), None);
+        let log = d.stop().2;
+        assert!(
+            log.contains("SECLABEL{nosuch}: unknown security module"),
+            "{log}"
+        );
+
+        // `uevd test` shows them.
+        let out = uevd(&[
+            "test",
+            "--sysfs",
+            &sys.root().display().to_string(),
+            "--rules",
+            &rules_arg,
+            DISK_A,
+        ])
+        .output()
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("seclabel: selinux system_u:object_r:fixed_disk_device_t:s0"),
+            "{text}"
+        );
+    })
+    .unwrap();
+}
