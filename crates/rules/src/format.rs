@@ -98,8 +98,9 @@ impl fmt::Display for FormatWarning {
 }
 
 impl Template {
-    /// Parses a value; problems are returned as warnings and the offending text is kept
-    /// literally (udev's run-time behaviour).
+    /// Parses a value; problems are returned as warnings. As udev 252 expands at run time, an
+    /// unknown substitution (`%q`, `$foo`) stays literal text, while one whose `{argument}` is
+    /// unterminated or empty (`$env{X`, `$env{}`) ends the value: what follows is dropped.
     pub fn parse(source: &str) -> (Template, Vec<FormatWarning>) {
         let bytes = source.as_bytes();
         let mut pieces = Vec::new();
@@ -153,9 +154,7 @@ impl Template {
                             offset: i,
                             what: "unterminated or empty argument",
                         });
-                        literal.push_str(&source[i..next]);
-                        i = next;
-                        continue;
+                        break;
                     }
                     Some(len) => {
                         arg = Some(source[next + 1..next + 1 + len].into());
@@ -331,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn problems_are_warnings_and_kept_literally() {
+    fn problems_are_warnings_and_unknown_types_kept_literally() {
         let (t, w) = Template::parse("a%qb");
         assert_eq!(t.pieces(), [lit("a%qb")]);
         assert_eq!(w[0].to_string(), "char 2: invalid substitution type");
@@ -339,8 +338,15 @@ mod tests {
         assert_eq!(w[0].to_string(), "char 1: invalid substitution type");
         let (_, w) = Template::parse("%s");
         assert_eq!(w[0].what, "attribute value missing");
-        let (_, w) = Template::parse("x$attr{unterminated");
+        // A bad argument ends the value there (udev: "Invalid format string, ignoring").
+        let (t, w) = Template::parse("x$attr{unterminated");
         assert_eq!(w[0].to_string(), "char 2: unterminated or empty argument");
+        assert_eq!(t.pieces(), [lit("x")]);
+        let (t, _) = Template::parse("a$env{}b%k");
+        assert_eq!(t.pieces(), [lit("a")]);
+        assert_eq!(t.source(), "a$env{}b%k", "the source stays whole, for messages");
+        let (t, _) = Template::parse("%s{");
+        assert!(t.pieces().is_empty());
         let (_, w) = Template::parse("%c{x}");
         assert_eq!(w[0].what, "invalid number");
     }
