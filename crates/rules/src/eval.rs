@@ -553,7 +553,11 @@ impl Evaluator<'_> {
                 match self.host.read_file(&path) {
                     None => false,
                     Some(text) => {
-                        import_lines(&text, &mut state.properties);
+                        for bad in import_lines(&text, &mut state.properties) {
+                            let why =
+                                format!("cannot parse '{bad}' from {path} as KEY=VALUE, ignoring");
+                            self.warn(line, token, LogLevel::Warning, &why);
+                        }
                         true
                     }
                 }
@@ -562,7 +566,12 @@ impl Evaluator<'_> {
                 let command = self.expand(command, state, false);
                 match self.host.run_program(&command, &state.properties) {
                     Ok(output) => {
-                        import_lines(&output, &mut state.properties);
+                        for bad in import_lines(&output, &mut state.properties) {
+                            let why = format!(
+                                "cannot parse '{bad}' from '{command}' as KEY=VALUE, ignoring"
+                            );
+                            self.warn(line, token, LogLevel::Warning, &why);
+                        }
                         true
                     }
                     Err(why) => {
@@ -1152,29 +1161,35 @@ fn normalize_link(link: &str) -> String {
         .join("/")
 }
 
-/// Parses `KEY=VALUE` lines (program output, `IMPORT{file}`): blank and `#` lines skipped,
-/// surrounding quotes removed.
-fn import_lines(text: &str, properties: &mut Properties) {
+/// Parses `KEY=VALUE` lines (program output, `IMPORT{file}`) as udev 252 does: blank and
+/// `#` lines are skipped; key and value lose surrounding whitespace, then the value one pair
+/// of matching quotes. An empty key or value, a lone or unmatched quote, or a line without
+/// `=` sets nothing: those lines are returned, for the caller to report.
+fn import_lines<'t>(text: &'t str, properties: &mut Properties) -> Vec<&'t str> {
+    let blank = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
+    let mut bad = Vec::new();
     for line in text.lines() {
-        let line = line.trim_start();
+        let line = line.trim_start_matches(blank);
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let key = key.trim_end();
-        if key.is_empty() {
-            continue;
+        let pair = line.split_once('=').and_then(|(key, value)| {
+            let (key, value) = (key.trim_matches(blank), value.trim_matches(blank));
+            if key.is_empty() || value.is_empty() {
+                return None;
+            }
+            let value = match value.chars().next() {
+                Some(q @ ('"' | '\'')) => value.strip_prefix(q).and_then(|v| v.strip_suffix(q))?,
+                _ => value,
+            };
+            Some((key, value))
+        });
+        match pair {
+            Some((key, value)) => properties.set(key, value),
+            None => bad.push(line),
         }
-        let value = value.trim_end();
-        let value = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-            .unwrap_or(value);
-        properties.set(key, value);
     }
+    bad
 }
 
 /// Looks `key` up on a kernel command line: `Some(None)` for a bare `key`, `Some(Some(v))` for

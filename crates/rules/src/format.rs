@@ -344,7 +344,11 @@ mod tests {
         assert_eq!(t.pieces(), [lit("x")]);
         let (t, _) = Template::parse("a$env{}b%k");
         assert_eq!(t.pieces(), [lit("a")]);
-        assert_eq!(t.source(), "a$env{}b%k", "the source stays whole, for messages");
+        assert_eq!(
+            t.source(),
+            "a$env{}b%k",
+            "the source stays whole, for messages"
+        );
         let (t, _) = Template::parse("%s{");
         assert!(t.pieces().is_empty());
         let (_, w) = Template::parse("%c{x}");

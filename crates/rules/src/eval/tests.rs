@@ -732,3 +732,27 @@ mod guard_equivalence {
         }
     }
 }
+
+#[test]
+fn import_lines_parse_as_udev_and_report_the_bad_ones() {
+    let mut props = Properties::default();
+    let text =
+        "A=1\n  B = two \nC=\"q\"\nD='x'\nE=\"bad\nF=\n=G\nnoeq\n#H=1\nI=x=y\nK=\"\nN=  \n\n";
+    let bad = super::import_lines(text, &mut props);
+    assert_eq!(bad, ["E=\"bad", "F=", "=G", "noeq", "K=\"", "N=  "]);
+    let got: Vec<(String, String)> = props
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let want = [
+        ("A", "1"),
+        ("B", "two"),
+        ("C", "q"),
+        ("D", "x"),
+        ("I", "x=y"),
+    ];
+    assert_eq!(
+        got,
+        want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+    );
+}
