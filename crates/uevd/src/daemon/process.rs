@@ -433,6 +433,17 @@ impl<F: DevFs> Processor<F> {
             }
         }
 
+        // Properties named `.X` are udev's scratch space: this event's rules and helpers see
+        // them, but they are not recorded (udev leaves them out of its database), so the next
+        // event's `IMPORT{db}` and the children's `IMPORT{parent}` do not.
+        let scratch: Vec<(String, String)> = properties
+            .iter()
+            .filter(|(k, _)| k.starts_with('.'))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        if !scratch.is_empty() {
+            properties.retain(|k, _| !k.starts_with('.'));
+        }
         let record = DeviceRecord {
             devpath: event.devpath().to_owned(),
             subsystem: event.subsystem().to_owned(),
@@ -456,7 +467,8 @@ impl<F: DevFs> Processor<F> {
             }
         }
         if !decision.run.is_empty() {
-            let env = helper_env(event, &record);
+            let mut env = helper_env(event, &record);
+            env.extend(scratch);
             let (jobs, errors) = policy.plan_helpers(event, &decision, &env, node_existed);
             out.helpers = jobs;
             out.errors.extend(errors);

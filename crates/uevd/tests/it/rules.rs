@@ -918,3 +918,48 @@ fn seclabels_are_set_on_add_for_the_active_security_modules_only() {
     })
     .unwrap();
 }
+
+#[test]
+fn dot_properties_serve_one_event_and_are_not_recorded() {
+    in_private_netns(|| {
+        let sys = tree();
+        let out = tempfile::tempdir().unwrap();
+        let rules = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            rules.path(),
+            format!(
+                concat!(
+                    "KERNEL==\"vda\", ACTION==\"add\", ENV{{.SCRATCH}}=\"x\", ENV{{KEEP}}=\"$env{{.SCRATCH}}\"\n",
+                    "KERNEL==\"vda\", ACTION==\"change\", IMPORT{{db}}=\".SCRATCH\", ENV{{FOUND}}=\"1\"\n",
+                    "KERNEL==\"vda\", ACTION==\"change\", IMPORT{{db}}=\"KEEP\", ENV{{SAW}}=\"[$env{{KEEP}}]\"\n",
+                    // The shell drops names that are not identifiers: read what it was given.
+                    "KERNEL==\"vda\", RUN+=\"/bin/sh -c 'cat /proc/$$$$/environ > {}/env-$env{{ACTION}}'\"\n",
+                ),
+                out.path().display()
+            ),
+        )
+        .unwrap();
+        let rules_arg = rules.path().display().to_string();
+        let d = Daemon::start(sys.root(), &["--rules", &rules_arg]);
+        d.settle();
+        let record = db_record(d.run.path(), "b254:0");
+        assert!(record.contains("E:KEEP=x"), "{record}");
+        assert!(!record.contains(".SCRATCH"), "{record}");
+        let env = std::fs::read_to_string(out.path().join("env-add")).unwrap();
+        assert!(env.split('\0').any(|l| l == ".SCRATCH=x"), "helpers see it: {env}");
+
+        let inj = Injector::open().unwrap();
+        inj.send_all(&[event(Action::Change, DISK_A, "block")
+            .var("MAJOR", "254")
+            .var("MINOR", "0")
+            .var("DEVNAME", "vda")
+            .to_bytes()])
+            .unwrap();
+        d.settle();
+        let record = db_record(d.run.path(), "b254:0");
+        assert!(record.contains("E:SAW=[x]"), "{record}");
+        assert!(!record.contains("FOUND"), "IMPORT{{db}} finds no .X: {record}");
+        d.stop();
+    })
+    .unwrap();
+}
