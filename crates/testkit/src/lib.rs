@@ -37,7 +37,8 @@ pub fn event(action: Action, devpath: &str, subsystem: &str) -> UeventBuilder {
     UeventBuilder::new(action, devpath, subsystem)
 }
 
-/// A payload for a character device with a node: `MAJOR`, `MINOR` and `DEVNAME` set.
+/// A payload for a device with a node: `MAJOR`, `MINOR` and `DEVNAME` set (a char device,
+/// or a block device with `subsystem` `block`).
 pub fn char_event(
     action: Action,
     devpath: &str,

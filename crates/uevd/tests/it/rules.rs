@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use uevd_testkit::{event, in_private_netns, Action, FakeSysfs, Injector};
+use uevd_testkit::{char_event, event, in_private_netns, Action, FakeSysfs, Injector};
 
 const USB: &str = "/devices/pci0000:00/0000:00:14.0/usb1/1-2";
 const TTY: &str = "/devices/pci0000:00/0000:00:14.0/usb1/1-2/1-2:1.0/ttyUSB0/tty/ttyUSB0";
@@ -217,11 +217,7 @@ fn reload_swaps_rules_and_a_bad_reload_keeps_the_good_lines() {
         );
         // A change event re-applies the rules to the device.
         let inj = Injector::open().unwrap();
-        inj.send_all(&[event(Action::Change, DISK_A, "block")
-            .var("MAJOR", "254")
-            .var("MINOR", "0")
-            .var("DEVNAME", "vda")
-            .to_bytes()])
+        inj.send_all(&[char_event(Action::Change, DISK_A, "block", (254, 0), "vda")])
             .unwrap();
         let deadline = Instant::now() + TIMEOUT;
         while !listing(d.dev.path()).contains(&"vda b 254:0 604 0:0".to_string()) {
@@ -839,11 +835,7 @@ fn edited_rule_files_are_reloaded_by_themselves_when_events_come() {
         // The daemon looks at its rule files at most every 3 s, when events come.
         std::thread::sleep(Duration::from_millis(3100));
         let inj = Injector::open().unwrap();
-        inj.send_all(&[event(Action::Change, DISK_A, "block")
-            .var("MAJOR", "254")
-            .var("MINOR", "0")
-            .var("DEVNAME", "vda")
-            .to_bytes()])
+        inj.send_all(&[char_event(Action::Change, DISK_A, "block", (254, 0), "vda")])
             .unwrap();
         d.settle();
         let nodes = listing(d.dev.path());
@@ -949,11 +941,7 @@ fn dot_properties_serve_one_event_and_are_not_recorded() {
         assert!(env.split('\0').any(|l| l == ".SCRATCH=x"), "helpers see it: {env}");
 
         let inj = Injector::open().unwrap();
-        inj.send_all(&[event(Action::Change, DISK_A, "block")
-            .var("MAJOR", "254")
-            .var("MINOR", "0")
-            .var("DEVNAME", "vda")
-            .to_bytes()])
+        inj.send_all(&[char_event(Action::Change, DISK_A, "block", (254, 0), "vda")])
             .unwrap();
         d.settle();
         let record = db_record(d.run.path(), "b254:0");
