@@ -88,19 +88,11 @@ impl Stamp {
     pub fn take(sources: &[PathBuf]) -> Stamp {
         let mut files = Vec::new();
         for source in sources {
-            match fs::read_dir(source) {
-                Ok(entries) => {
-                    let mut names: Vec<PathBuf> = entries
-                        .filter_map(Result::ok)
-                        .map(|e| e.path())
-                        .filter(|p| p.extension().is_some_and(|e| e == "rules"))
-                        .collect();
-                    names.sort();
-                    files.extend(names.into_iter().map(|p| {
-                        let stamp = FileStamp::of(&p);
-                        (p, stamp)
-                    }));
-                }
+            match rule_files_in(source) {
+                Ok(names) => files.extend(names.into_iter().map(|p| {
+                    let stamp = FileStamp::of(&p);
+                    (p, stamp)
+                })),
                 // A file, or nothing (yet): stamped as itself.
                 Err(_) => files.push((source.clone(), FileStamp::of(source))),
             }
@@ -127,6 +119,17 @@ impl Loaded {
     }
 }
 
+/// The `*.rules` entries of directory `dir`, in lexical order.
+fn rule_files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut names: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rules"))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// Lists the rule files that `paths` (files or directories) contribute, after overrides and
 /// masking. Unreadable directories are reported, missing ones skipped silently (udev's
 /// default list names directories that usually do not all exist).
@@ -146,14 +149,8 @@ pub fn rule_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
     };
     for path in paths {
         match fs::metadata(path) {
-            Ok(m) if m.is_dir() => match fs::read_dir(path) {
-                Ok(entries) => {
-                    let mut names: Vec<PathBuf> = entries
-                        .filter_map(Result::ok)
-                        .map(|e| e.path())
-                        .filter(|p| p.extension().is_some_and(|e| e == "rules"))
-                        .collect();
-                    names.sort();
+            Ok(m) if m.is_dir() => match rule_files_in(path) {
+                Ok(names) => {
                     for p in names {
                         consider(p, &mut by_name);
                     }
