@@ -590,14 +590,11 @@ impl Daemon {
             if let Some(w) = &mut self.watches {
                 let _ = w.update(old, None);
             }
-            if old != devpath {
-                // Undone by the processor (`Known::displaced`); nothing new can have been
-                // recorded there since: events below the new path wait for the move.
-                for stale in displaced(&self.known, old, &devpath) {
-                    self.known.remove(&stale.devpath);
-                    if let Some(w) = &mut self.watches {
-                        let _ = w.update(&stale.devpath, None);
-                    }
+            // Undone by the processor (`Known::displaced`).
+            for stale in &p.displaced {
+                self.known.remove(stale);
+                if let Some(w) = &mut self.watches {
+                    let _ = w.update(stale, None);
                 }
             }
             self.move_descendants(old, &devpath);

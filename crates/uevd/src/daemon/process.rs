@@ -67,6 +67,9 @@ pub struct Processed {
     pub refused_node: bool,
     /// `RUN` helpers still to run; the event is done when they have.
     pub helpers: Vec<HelperJob>,
+    /// Devpaths of the records a `move` displaced ([`Known::displaced`]), undone here and
+    /// for the event loop to forget.
+    pub displaced: Vec<String>,
 }
 
 /// Properties that describe one event rather than the device; not kept in the record.
@@ -237,6 +240,7 @@ impl<F: DevFs> Processor<F> {
             errors: Vec::new(),
             refused_node: false,
             helpers: Vec::new(),
+            displaced: Vec::with_capacity(known.displaced.len()),
         };
         let around = Around {
             ancestors: &known.ancestors,
@@ -251,6 +255,7 @@ impl<F: DevFs> Processor<F> {
             if let Err(e) = self.undo(&old, &ctx, &mut out.errors) {
                 out.errors.push(format!("{ctx}: {e}"));
             }
+            out.displaced.push(old.devpath.clone());
         }
         if out.event.action() == Action::Remove {
             self.remove(&mut out, around);
