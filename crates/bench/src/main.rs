@@ -320,16 +320,7 @@ fn coldplug_real(b: &mut Bench) -> Result<()> {
     let what = format!("coldplug real /sys ({count} uevent files)");
     b.row(&what, "floor: read every uevent", ms(floor));
 
-    let mut times = Vec::new();
-    let mut devices = String::new();
-    for _ in 0..runs {
-        let (dev, run) = (tmp()?, tmp()?);
-        let (child, secs) = start_uevd(b, Path::new("/sys"), dev.path(), run.path(), &[])?;
-        devices = daemon_stat(b, run.path(), "devices")?;
-        times.push(secs);
-        stop(child);
-    }
-    let uevd = median(times);
+    let (uevd, devices) = uevd_coldplug(b, runs, &[])?;
     b.row(
         &what,
         "uevd (spawn → ready)",
@@ -339,6 +330,16 @@ fn coldplug_real(b: &mut Bench) -> Result<()> {
             uevd / floor
         ),
     );
+    b.with_static(|b| {
+        let (uevd, devices) = uevd_coldplug(b, runs, &[])?;
+        let value = format!(
+            "{} ({devices} devices, {:.2}× floor)",
+            ms(uevd),
+            uevd / floor
+        );
+        b.row(&what, "uevd static (musl) (spawn → ready)", value);
+        Ok(())
+    })?;
 
     let times: Result<Vec<f64>> = (0..runs)
         .map(|_| {
@@ -358,34 +359,65 @@ fn coldplug_real(b: &mut Bench) -> Result<()> {
     Ok(())
 }
 
+/// uevd's coldplug of the real /sys into a fresh `--dev` and `--run`, `runs` times: the median
+/// seconds from spawn to ready, and the devices it then knows.
+fn uevd_coldplug(b: &Bench, runs: usize, extra: &[&str]) -> Result<(f64, String)> {
+    let mut times = Vec::new();
+    let mut devices = String::new();
+    for _ in 0..runs {
+        let (dev, run) = (tmp()?, tmp()?);
+        let (child, secs) = start_uevd(b, Path::new("/sys"), dev.path(), run.path(), extra)?;
+        devices = daemon_stat(b, run.path(), "devices")?;
+        times.push(secs);
+        stop(child);
+    }
+    Ok((median(times), devices))
+}
+
 /// Coldplug of the real /sys with Debian's rules (the same set systemd-udevd uses here), next
 /// to `udevadm trigger --action=add` + `udevadm settle`.
 fn coldplug_rules(b: &mut Bench) -> Result<()> {
     let runs = if b.quick { 5 } else { 15 };
     let what = "coldplug real /sys, Debian's 41 rule files";
-    let mut times = Vec::new();
-    let mut devices = String::new();
-    for _ in 0..runs {
-        let (dev, run) = (tmp()?, tmp()?);
-        let (child, secs) = start_uevd(
-            b,
-            Path::new("/sys"),
-            dev.path(),
-            run.path(),
-            &[
-                "--rules",
-                "/etc/udev/rules.d",
-                "--rules",
-                "/usr/lib/udev/rules.d",
-                "--modprobe",
-                "/bin/true",
-            ],
-        )?;
-        devices = daemon_stat(b, run.path(), "devices")?;
-        times.push(secs);
-        stop(child);
+    let rules = [
+        "--rules",
+        "/etc/udev/rules.d",
+        "--rules",
+        "/usr/lib/udev/rules.d",
+    ];
+
+    // Floor: the programs these rules start at coldplug (an event is done when its helpers
+    // are, for udevd's settle as for uevd's readiness), all started at once, while this
+    // thread reads every `uevent` file once — as if nothing had to be known before starting
+    // them, and nothing else was done.
+    let helpers = coldplug_helpers(b, &rules)?;
+    let times: Result<Vec<f64>> = (0..runs).map(|_| helpers_beside_walk(&helpers)).collect();
+    let mut programs: Vec<String> = Vec::new();
+    for name in helpers.iter().filter_map(|h| h.split_whitespace().next()) {
+        let count = helpers
+            .iter()
+            .filter(|h| h.split_whitespace().next() == Some(name));
+        let entry = format!("{}× {name}", count.count());
+        if !programs.contains(&entry) {
+            programs.push(entry);
+        }
     }
-    let uevd = median(times);
+    b.row(
+        what,
+        "floor: read every uevent while the rules' helpers run, all started at once",
+        format!(
+            "{} ({}; {} cores)",
+            ms(median(times?)),
+            programs.join(", "),
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        ),
+    );
+
+    let (uevd, devices) = uevd_coldplug(
+        b,
+        runs,
+        &[&rules[..], &["--modprobe", "/bin/true"]].concat(),
+    )?;
     b.row(
         what,
         "uevd (spawn → ready)",
@@ -398,6 +430,57 @@ fn coldplug_rules(b: &mut Bench) -> Result<()> {
         format!("{} (uevd {:.1}× faster)", ms(udevd), udevd / uevd),
     );
     Ok(())
+}
+
+/// The programs `rules` start for the `add` of every device of /sys, as `uevd test` reports
+/// them (command lines; builtins left out, as they run inside the daemon).
+fn coldplug_helpers(b: &Bench, rules: &[&str]) -> Result<Vec<String>> {
+    let listing = Command::new(&b.uevd)
+        .args(["trigger", "--dry-run", "--verbose", "--action", "add"])
+        .output()?;
+    let mut helpers = Vec::new();
+    for devpath in String::from_utf8(listing.stdout)?.lines() {
+        let out = Command::new(&b.uevd)
+            .args(["test", "--json"])
+            .args(rules)
+            .arg(devpath)
+            .stderr(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            continue; // gone since the listing
+        }
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let run = report["run"].as_array().into_iter().flatten();
+        helpers.extend(
+            run.filter_map(|item| item.as_str())
+                .filter(|item| item.starts_with('/'))
+                .map(str::to_owned),
+        );
+    }
+    Ok(helpers)
+}
+
+/// Starts every command line at once (split at spaces: no shell), reads every `uevent` file
+/// of /sys meanwhile, and waits for all of them; seconds.
+fn helpers_beside_walk(commands: &[String]) -> Result<f64> {
+    let t = Instant::now();
+    let children: std::io::Result<Vec<Child>> = commands
+        .iter()
+        .map(|c| {
+            let mut words = c.split_whitespace();
+            Command::new(words.next().unwrap_or("true"))
+                .args(words)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        })
+        .collect();
+    read_all_uevents(Path::new("/sys/devices"), &mut 0);
+    for mut child in children? {
+        child.wait()?;
+    }
+    Ok(t.elapsed().as_secs_f64())
 }
 
 /// systemd-udevd's coldplug of the real /sys (its rules, fresh /dev and /run each time):
@@ -454,29 +537,46 @@ fn coldplug_fake(b: &mut Bench) -> Result<()> {
         "coldplug fake tree ({n} char devices + {} parents)",
         n / 100
     );
-    let mut count = 0;
-    let t = Instant::now();
-    read_all_uevents(&sys.root().join("devices"), &mut count);
-    let floor = t.elapsed().as_secs_f64();
+    // Medians of three runs each: one run of a second or two varies by a tenth here.
+    let runs = 3;
+    let floor = median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                read_all_uevents(&sys.root().join("devices"), &mut 0);
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
     b.row(&what, "floor: read every uevent", ms(floor));
     for children in &children_counts() {
-        let (dev, run) = (tmp()?, tmp()?);
-        let (child, secs) = start_uevd(
-            b,
-            sys.root(),
-            dev.path(),
-            run.path(),
-            &["--children", children],
-        )?;
-        let nodes = std::fs::read_dir(dev.path().join("fake"))?.count();
-        stop(child);
-        if nodes != n {
-            return Err(format!("uevd made {nodes} of {n} nodes").into());
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let (dev, run) = (tmp()?, tmp()?);
+            let (child, secs) = start_uevd(
+                b,
+                sys.root(),
+                dev.path(),
+                run.path(),
+                &["--children", children],
+            )?;
+            let nodes = std::fs::read_dir(dev.path().join("fake"))?.count();
+            stop(child);
+            if nodes != n {
+                return Err(format!("uevd made {nodes} of {n} nodes").into());
+            }
+            times.push(secs);
         }
+        let secs = median(times);
         b.row(
             &what,
             &format!("uevd --children {children}"),
-            format!("{} ({:.0} devices/s)", ms(secs), n as f64 / secs),
+            format!(
+                "{} ({:.0} devices/s, {:.2}× floor)",
+                ms(secs),
+                n as f64 / secs,
+                secs / floor
+            ),
         );
     }
     Ok(())
