@@ -320,23 +320,18 @@ fn coldplug_real(b: &mut Bench) -> Result<()> {
     let what = format!("coldplug real /sys ({count} uevent files)");
     b.row(&what, "floor: read every uevent", ms(floor));
 
-    let (uevd, devices) = uevd_coldplug(b, runs, &[])?;
-    b.row(
-        &what,
-        "uevd (spawn → ready)",
-        format!(
-            "{} ({devices} devices, {:.2}× floor)",
-            ms(uevd),
-            uevd / floor
-        ),
-    );
-    b.with_static(|b| {
+    let measure = |b: &Bench| -> Result<String> {
         let (uevd, devices) = uevd_coldplug(b, runs, &[])?;
-        let value = format!(
+        Ok(format!(
             "{} ({devices} devices, {:.2}× floor)",
             ms(uevd),
             uevd / floor
-        );
+        ))
+    };
+    let value = measure(b)?;
+    b.row(&what, "uevd (spawn → ready)", value);
+    b.with_static(|b| {
+        let value = measure(b)?;
         b.row(&what, "uevd static (musl) (spawn → ready)", value);
         Ok(())
     })?;
