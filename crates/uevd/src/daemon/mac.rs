@@ -84,17 +84,21 @@ mod tests {
     fn labels_of_active_modules_are_set_on_nodes_only() {
         let dev = tempfile::tempdir().unwrap();
         let nodes = Nodes::new(DirFs::open(dev.path()).unwrap());
-        let node = NodePath::new("input/event0").unwrap();
-        nodes
-            .ensure_node(&NodeSpec {
-                path: node.clone(),
-                kind: NodeKind::Char,
-                devnum: (13, 64),
-                mode: 0o600,
-                uid: 0,
-                gid: 0,
-            })
-            .unwrap();
+        let make = |name: &str, devnum: (u32, u32)| {
+            let path = NodePath::new(name).unwrap();
+            nodes
+                .ensure_node(&NodeSpec {
+                    path: path.clone(),
+                    kind: NodeKind::Char,
+                    devnum,
+                    mode: 0o600,
+                    uid: 0,
+                    gid: 0,
+                })
+                .unwrap();
+            path
+        };
+        let node = make("input/event0", (13, 64));
         let labels = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
             pairs
                 .iter()
@@ -127,17 +131,7 @@ mod tests {
         assert_eq!(xattr(&path, "security.SMACK64").as_deref(), Some(&b"_"[..]));
 
         // An inactive module: nothing written, nothing reported.
-        let other = NodePath::new("null").unwrap();
-        nodes
-            .ensure_node(&NodeSpec {
-                path: other.clone(),
-                kind: NodeKind::Char,
-                devnum: (1, 3),
-                mode: 0o666,
-                uid: 0,
-                gid: 0,
-            })
-            .unwrap();
+        let other = make("null", (1, 3));
         let none = Mac::default();
         assert!(none
             .apply(nodes.fs(), &other, &labels(&[("selinux", "x_t")]))
