@@ -14,4 +14,4 @@ mod device;
 mod walk;
 
 pub use device::{parse_uevent_file, Device, Vars};
-pub use walk::{is_below, tree_order, Sysfs, SysfsError, WalkStats};
+pub use walk::{is_below, tree_order, BatchPool, Sysfs, SysfsError, WalkStats};

@@ -1083,13 +1083,14 @@ impl Daemon {
             recv_errors: Vec::new(),
         };
         let sysfs = self.sysfs.clone();
+        let pool = uevd_sysfs::BatchPool::default();
         let (tx, rx) = std::sync::mpsc::channel();
         let walk = std::thread::scope(|scope| -> Result<_, DaemonError> {
-            let (sysfs, to_walker) = (&sysfs, tx.clone());
+            let (sysfs, pool, to_walker) = (&sysfs, &pool, tx.clone());
             let walker = std::thread::Builder::new()
                 .name("uevd-walk".into())
                 .spawn_scoped(scope, move || {
-                    sysfs.walk_batches(walk_threads(), |b| to_walker.send(b).is_ok())
+                    sysfs.walk_batches(walk_threads(), pool, |b| to_walker.send(b).is_ok())
                 });
             let walker = match walker {
                 Ok(w) => w,
@@ -1097,10 +1098,10 @@ impl Daemon {
                     warn!(
                         "cannot start a thread to walk sysfs ({e}): walking first, then processing"
                     );
-                    let walk = sysfs.walk_batches(1, |b| tx.send(b).is_ok());
+                    let walk = sysfs.walk_batches(1, pool, |b| tx.send(b).is_ok());
                     drop(tx);
                     for batch in rx.iter() {
-                        self.sync_batch(&mut sync, batch)?;
+                        self.sync_batch(&mut sync, batch, pool)?;
                     }
                     return Ok(walk);
                 }
@@ -1120,7 +1121,7 @@ impl Daemon {
                     rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
                 };
                 match next {
-                    Ok(batch) => self.sync_batch(&mut sync, batch)?,
+                    Ok(batch) => self.sync_batch(&mut sync, batch, pool)?,
                     Err(RecvTimeoutError::Timeout) => self.sync_progress(&mut sync),
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
@@ -1194,11 +1195,13 @@ impl Daemon {
         }
     }
 
-    /// Queues the events a batch of walked devices needs, then lets them run.
+    /// Queues the events a batch of walked devices needs, then lets them run; the emptied
+    /// batch goes back to the walkers' `pool`.
     fn sync_batch(
         &mut self,
         sync: &mut SysfsSync,
-        batch: Vec<uevd_sysfs::Device>,
+        mut batch: Vec<uevd_sysfs::Device>,
+        pool: &uevd_sysfs::BatchPool,
     ) -> Result<(), DaemonError> {
         // The first batch waits for the rules being loaded (the walk goes on meanwhile).
         self.await_policy()?;
@@ -1229,8 +1232,9 @@ impl Daemon {
         }
         // Before any of the batch's events runs: its devices' children come in later batches.
         if snapshot.is_some() {
-            sync.snapshot.extend(batch);
+            sync.snapshot.extend(batch.drain(..));
         }
+        pool.give_back(batch);
         self.sync_progress(sync);
         Ok(())
     }
