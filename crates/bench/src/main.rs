@@ -269,6 +269,15 @@ fn tmp() -> Result<tempfile::TempDir> {
     Ok(tempfile::tempdir()?)
 }
 
+/// Lets the kernel finish what the bench itself set going before the next timed run: the
+/// writeback of a tree just built, and the deferred freeing of the 100 000 inodes and
+/// dentries a removed `--dev` held (RCU callbacks, which otherwise take a core away from
+/// the next run for a few hundred milliseconds).
+fn quiesce() {
+    rustix::fs::sync();
+    std::thread::sleep(Duration::from_secs(1));
+}
+
 /// One figure (`devices`, `processed`, …) from the running daemon's `control stats` answer.
 fn daemon_stat(b: &Bench, run: &Path, key: &str) -> Result<String> {
     let out = Command::new(&b.uevd)
@@ -528,6 +537,7 @@ fn coldplug_fake(b: &mut Bench) -> Result<()> {
     let sys = FakeSysfs::new()?;
     sys.many(n)?;
     eprintln!("  (built a {n}-device fake tree in {:?})", t.elapsed());
+    quiesce();
     let what = format!(
         "coldplug fake tree ({n} char devices + {} parents)",
         n / 100
@@ -561,6 +571,8 @@ fn coldplug_fake(b: &mut Bench) -> Result<()> {
                 return Err(format!("uevd made {nodes} of {n} nodes").into());
             }
             times.push(secs);
+            drop((dev, run));
+            quiesce();
         }
         let secs = median(times);
         b.row(
@@ -768,7 +780,9 @@ fn throughput(b: &mut Bench, n: usize) -> Result<()> {
         format!("{:.0} events/s ({made} nodes; {cpu})", n as f64 / secs),
     );
 
+    // Each run below starts after the last one's 100 000 nodes are freed (`quiesce`).
     for children in &children_counts() {
+        quiesce();
         let result = with_empty_uevd_pid(b, children, |dev, pid| {
             let before = CpuTime::of_process(pid);
             let result = node_throughput(&inj, dev, n, 0)?;
@@ -780,6 +794,7 @@ fn throughput(b: &mut Bench, n: usize) -> Result<()> {
         b.row(&what, &format!("uevd --children {children}"), result);
     }
     b.with_static(|b| {
+        quiesce();
         let result = with_empty_uevd(b, "0", |dev| node_throughput(&inj, dev, n, 0))?;
         b.row(&what, "uevd static (musl) --children 0", result);
         Ok(())
@@ -790,6 +805,7 @@ fn throughput(b: &mut Bench, n: usize) -> Result<()> {
 
     fresh_dev_run()?;
     let sys = FakeSysMount::new(&[(0, n)])?;
+    quiesce();
     let mdev = spawn_mdev()?;
     wait_listening_mdev(&inj)?;
     let result = node_throughput(&inj, Path::new("/dev"), n, 0)?;
@@ -798,6 +814,7 @@ fn throughput(b: &mut Bench, n: usize) -> Result<()> {
     b.row(&what, "busybox mdev -df (reads /sys/…/dev)", result);
 
     fresh_dev_run()?;
+    quiesce();
     let udevd = start_udevd()?;
     let sock = group_socket(2)?;
     let events = bench_events(n, 0);
