@@ -5,7 +5,7 @@
 //! attribute and sysctl writes instead of doing them (`PROGRAM` and `IMPORT{program}` still
 //! run, as with `udevadm test`, because their output decides the outcome).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -102,20 +102,46 @@ pub struct HostMessage {
 /// Kernel events never use this: a driver may have bound since.
 #[derive(Debug, Default)]
 pub struct SysfsSnapshot {
-    devices: RwLock<HashMap<String, uevd_sysfs::Device, FastHash>>,
+    devices: RwLock<HashSet<ByDevpath, FastHash>>,
+}
+
+/// A walked device, found in the snapshot by its devpath: the set needs no copy of the path
+/// as a separate key (an allocation per device of a 100 000-device coldplug).
+#[derive(Debug)]
+struct ByDevpath(uevd_sysfs::Device);
+
+impl std::borrow::Borrow<str> for ByDevpath {
+    fn borrow(&self) -> &str {
+        &self.0.devpath
+    }
+}
+
+impl PartialEq for ByDevpath {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.devpath == other.0.devpath
+    }
+}
+
+impl Eq for ByDevpath {}
+
+impl std::hash::Hash for ByDevpath {
+    // As `str` hashes: `Borrow<str>` lookups must find what this inserted.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.devpath.as_str().hash(state);
+    }
 }
 
 impl SysfsSnapshot {
     /// Adds walked devices (after their ancestors).
     pub fn extend(&self, walked: impl IntoIterator<Item = uevd_sysfs::Device>) {
         let mut devices = self.devices.write().unwrap_or_else(|p| p.into_inner());
-        devices.extend(walked.into_iter().map(|d| (d.devpath.clone(), d)));
+        devices.extend(walked.into_iter().map(ByDevpath));
     }
 
     /// The walked device at `devpath`, if the walk found one there.
     fn get(&self, devpath: &str) -> Option<DeviceInfo> {
         let devices = self.devices.read().unwrap_or_else(|p| p.into_inner());
-        devices.get(devpath).map(device_info)
+        devices.get(devpath).map(|d| device_info(&d.0))
     }
 }
 
