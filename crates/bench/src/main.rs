@@ -554,7 +554,8 @@ fn coldplug_fake(b: &mut Bench) -> Result<()> {
             .collect(),
     );
     b.row(&what, "floor: read every uevent", ms(floor));
-    for children in &children_counts() {
+    // The median of `runs` coldplugs by the daemon `b` runs, as a row for `who`.
+    let measure = |b: &mut Bench, who: &str, children: &str| -> Result<()> {
         let mut times = Vec::new();
         for _ in 0..runs {
             let (dev, run) = (tmp()?, tmp()?);
@@ -568,7 +569,7 @@ fn coldplug_fake(b: &mut Bench) -> Result<()> {
             let nodes = std::fs::read_dir(dev.path().join("fake"))?.count();
             stop(child);
             if nodes != n {
-                return Err(format!("uevd made {nodes} of {n} nodes").into());
+                return Err(format!("{who} made {nodes} of {n} nodes").into());
             }
             times.push(secs);
             drop((dev, run));
@@ -577,7 +578,7 @@ fn coldplug_fake(b: &mut Bench) -> Result<()> {
         let secs = median(times);
         b.row(
             &what,
-            &format!("uevd --children {children}"),
+            who,
             format!(
                 "{} ({:.0} devices/s, {:.2}× floor)",
                 ms(secs),
@@ -585,8 +586,12 @@ fn coldplug_fake(b: &mut Bench) -> Result<()> {
                 secs / floor
             ),
         );
+        Ok(())
+    };
+    for children in &children_counts() {
+        measure(b, &format!("uevd --children {children}"), children)?;
     }
-    Ok(())
+    b.with_static(|b| measure(b, "uevd static (musl) --children 0", "0"))
 }
 
 /// `n` add events for nodes `bench{i}` (major 250) under /devices/virtual/bench.
