@@ -154,10 +154,9 @@ impl Sysfs {
         let start = Instant::now();
         let root = self.devices_dir()?;
         let mut stats = WalkStats::default();
-        let mut devpath = String::from("/devices");
         walk_dir(
             root,
-            &mut devpath,
+            "/devices".to_owned(),
             &mut Scratch::new(),
             &mut stats,
             &mut visit,
@@ -297,29 +296,23 @@ struct WorkState {
 }
 
 /// The pending children of a listed directory.
-fn children(listing: Listing, devpath: &str, into: &mut Vec<Pending>) {
+fn children(listing: Listing, into: &mut Vec<Pending>) {
     if listing.subdirs.is_empty() {
         return;
     }
     let parent = Arc::new(listing.dir);
-    for name in listing.subdirs {
-        let mut path = String::with_capacity(devpath.len() + 1 + name.len());
-        path.push_str(devpath);
-        path.push('/');
-        path.push_str(&name);
-        into.push(Pending {
-            parent: Arc::clone(&parent),
-            devpath: path,
-        });
-    }
+    into.extend(listing.subdirs.into_iter().map(|devpath| Pending {
+        parent: Arc::clone(&parent),
+        devpath,
+    }));
 }
 
 impl WorkStack {
     /// A stack holding the children of `root` (at `devpath`), which is no device itself.
     fn new(root: OwnedFd, devpath: &str, stats: &mut WalkStats) -> WorkStack {
         let mut dirs = Vec::new();
-        if let Some(listing) = list_dir(root, devpath, &mut Scratch::new(), stats) {
-            children(listing, devpath, &mut dirs);
+        if let Some(listing) = list_dir(root, devpath.to_owned(), &mut Scratch::new(), stats) {
+            children(listing, &mut dirs);
             dirs.reverse();
         }
         WorkStack {
@@ -370,14 +363,14 @@ impl WorkStack {
                 stats.unreadable += 1;
                 continue;
             };
-            let Some(mut listing) = list_dir(fd, &pending.devpath, &mut scratch, &mut stats) else {
+            let Some(mut listing) = list_dir(fd, pending.devpath, &mut scratch, &mut stats) else {
                 continue;
             };
             if let Some(d) = listing.device.take() {
                 stats.devices += 1;
                 batch.push(d);
             }
-            children(listing, &pending.devpath, &mut found);
+            children(listing, &mut found);
         }
         hand_in(&mut batch, &mut stop);
         stats
@@ -558,15 +551,17 @@ struct Listing {
     dir: OwnedFd,
     /// The device it is, if any.
     device: Option<Device>,
-    /// Its subdirectories (UTF-8 names only), sorted.
+    /// Its subdirectories (UTF-8 names only) as devpaths, in name order.
     subdirs: Vec<String>,
 }
 
 /// Lists the directory `fd` (at `devpath`) and reads the device it is; `None` (counted as
-/// unreadable) if it cannot be listed.
+/// unreadable) if it cannot be listed. The subdirectories' devpaths are built as they are
+/// listed and `devpath` becomes the device's: one allocation per path, not three (name,
+/// path, the device's copy) — the walk's threads share one heap.
 fn list_dir(
     fd: OwnedFd,
-    devpath: &str,
+    devpath: String,
     scratch: &mut Scratch,
     stats: &mut WalkStats,
 ) -> Option<Listing> {
@@ -590,7 +585,7 @@ fn list_dir(
         match entry.file_type() {
             FileType::Directory if name != b"." && name != b".." => {
                 match std::str::from_utf8(name) {
-                    Ok(name) => subdirs.push(name.to_owned()),
+                    Ok(name) => subdirs.push(child_path(&devpath, name)),
                     Err(_) => stats.unreadable += 1,
                 }
             }
@@ -600,20 +595,16 @@ fn list_dir(
             _ => {}
         }
     }
+    // The same prefix throughout: path order is name order.
     subdirs.sort_unstable();
     let device = if has_uevent {
-        if let Some(i) = subdirs.iter().position(|d| d == "power") {
+        let power = |d: &String| d.len() == devpath.len() + 6 && d.ends_with("/power");
+        if let Some(i) = subdirs.iter().position(power) {
             if is_pm_group(fd.as_fd()) {
                 subdirs.remove(i);
             }
         }
-        read_device(
-            fd.as_fd(),
-            devpath.to_owned(),
-            has_driver,
-            &mut scratch.text,
-            stats,
-        )
+        read_device(fd.as_fd(), devpath, has_driver, &mut scratch.text, stats)
     } else {
         None
     };
@@ -622,6 +613,15 @@ fn list_dir(
         device,
         subdirs,
     })
+}
+
+/// `parent/name`, allocated once at its final size.
+fn child_path(parent: &str, name: &str) -> String {
+    let mut path = String::with_capacity(parent.len() + 1 + name.len());
+    path.push_str(parent);
+    path.push('/');
+    path.push_str(name);
+    path
 }
 
 /// Whether `power` in the device directory `dir` is the power-management attribute group the
@@ -667,7 +667,7 @@ fn read_small(dir: BorrowedFd<'_>, name: &str, text: &mut Vec<u8>) -> io::Result
 /// The serial walk: `dir` (at `devpath`), then its subdirectories in name order.
 fn walk_dir(
     dir: OwnedFd,
-    devpath: &mut String,
+    devpath: String,
     scratch: &mut Scratch,
     stats: &mut WalkStats,
     visit: &mut impl FnMut(Device),
@@ -679,16 +679,13 @@ fn walk_dir(
         stats.devices += 1;
         visit(device);
     }
-    for name in listing.subdirs {
-        let Ok(sub) = open_dir(listing.dir.as_fd(), name.as_str()) else {
+    for path in listing.subdirs {
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let Ok(sub) = open_dir(listing.dir.as_fd(), name) else {
             stats.unreadable += 1;
             continue;
         };
-        let len = devpath.len();
-        devpath.push('/');
-        devpath.push_str(&name);
-        walk_dir(sub, devpath, scratch, stats, visit);
-        devpath.truncate(len);
+        walk_dir(sub, path, scratch, stats, visit);
     }
 }
 
