@@ -1090,6 +1090,7 @@ impl Daemon {
             let walker = std::thread::Builder::new()
                 .name("uevd-walk".into())
                 .spawn_scoped(scope, move || {
+                    yield_to_events();
                     sysfs.walk_batches(walk_threads(), pool, |b| to_walker.send(b).is_ok())
                 });
             let walker = match walker {
@@ -1484,6 +1485,24 @@ fn take_ready_fd(fd: u32) -> std::io::Result<OwnedFd> {
     Ok(owned)
 }
 
+/// How much nicer than the event thread the walk's threads run.
+const WALK_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's priority by [`WALK_NICENESS`] (threads it starts inherit it).
+///
+/// The walk's threads (four on two cores) read sysfs faster than one event thread can make
+/// nodes; at equal priority the scheduler gave the event thread a fair fifth of the cores, so
+/// the walk finished early and the event thread worked through the backlog alone with a core
+/// idle — a 100 000-device coldplug took 1.4 s in some runs and 1.1 s in others. Niced, the
+/// walkers still take every cycle the event thread leaves, and a resync's walk never holds
+/// up kernel events. A failure (a seccomp filter, say) leaves the walk as fast as before.
+fn yield_to_events() {
+    let me = Some(rustix::thread::gettid());
+    if let Ok(nice) = rustix::process::getpriority_process(me) {
+        let _ = rustix::process::setpriority_process(me, (nice + WALK_NICENESS).min(19));
+    }
+}
+
 /// Threads that read sysfs during coldplug and resync: none besides the main one on a single
 /// core, otherwise four — measured on 2 cores, 4 walkers beat 2 (≈9 against ≈12 ms for this
 /// machine's 958 directories): part of the kernel's work sleeps on locks, and others fill in.
@@ -1509,4 +1528,36 @@ fn log_sync(origin: Origin, s: &Summary, walk: &uevd_sysfs::WalkStats, elapsed: 
         s.unchanged,
         elapsed
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walkers_yield_to_the_event_thread_and_their_threads_inherit_it() {
+        fn nice(tid: rustix::process::Pid) -> i32 {
+            rustix::process::getpriority_process(Some(tid)).unwrap()
+        }
+        let events = nice(rustix::thread::gettid());
+        let (walker, helper) = std::thread::spawn(move || {
+            yield_to_events();
+            let helper = std::thread::spawn(|| nice(rustix::thread::gettid()))
+                .join()
+                .unwrap();
+            (nice(rustix::thread::gettid()), helper)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(walker, (events + WALK_NICENESS).min(19));
+        assert_eq!(
+            helper, walker,
+            "threads the walker starts inherit its niceness"
+        );
+        assert_eq!(
+            nice(rustix::thread::gettid()),
+            events,
+            "only the walker's thread is niced, not the whole daemon"
+        );
+    }
 }
