@@ -458,8 +458,9 @@ impl BatchPool {
         reused.unwrap_or_else(|| Vec::with_capacity(BATCH))
     }
 
-    /// Batches waiting to be reused.
-    pub fn spare(&self) -> usize {
+    /// Batches waiting to be reused (for the tests).
+    #[cfg(test)]
+    fn spare(&self) -> usize {
         self.spare.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
