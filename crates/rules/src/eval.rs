@@ -122,14 +122,8 @@ impl RunItem {
 /// The event being processed and everything the rules decided so far.
 #[derive(Debug, Clone, Default)]
 pub struct EventState {
-    /// `add`, `remove`, `change`, …
-    pub action: String,
-    /// `/devices/…`
-    pub devpath: String,
-    /// `SUBSYSTEM`
-    pub subsystem: Option<String>,
-    /// `DRIVER`
-    pub driver: Option<String>,
+    /// `ACTION`, `DEVPATH`, `SUBSYSTEM`, `DRIVER`: see [`EventState::action`] and the like.
+    identity: Identity,
     /// Major and minor number, if the device has a node.
     pub devnum: Option<(u32, u32)>,
     /// Network interface index, if it is one.
@@ -193,6 +187,37 @@ struct Finals {
     seclabel: bool,
 }
 
+/// What the event is about, as the kernel sent it: rules match it but never change it (an
+/// `ENV{DEVPATH}=` changes the property, not the device). Kept in one allocation, not four:
+/// every event makes one.
+#[derive(Clone, Debug, Default)]
+struct Identity {
+    /// The values, one after another.
+    text: String,
+    /// Where each value ends in `text`, or `None` if the event had none.
+    ends: [Option<u32>; 4],
+}
+
+impl Identity {
+    fn new(values: [Option<&str>; 4]) -> Identity {
+        let mut text = String::with_capacity(values.iter().flatten().map(|v| v.len()).sum());
+        let ends = values.map(|v| {
+            v.map(|v| {
+                text.push_str(v);
+                // A uevent is at most 8 KiB.
+                text.len() as u32
+            })
+        });
+        Identity { text, ends }
+    }
+
+    fn get(&self, i: usize) -> Option<&str> {
+        let end = self.ends[i]? as usize;
+        let start = self.ends[..i].iter().rev().flatten().next().map_or(0, |&e| e as usize);
+        self.text.get(start..end)
+    }
+}
+
 impl EventState {
     /// Starts the state of an event from the kernel's variables. `previous_tags` and
     /// `db_properties` come from the device's database record, if any.
@@ -205,10 +230,7 @@ impl EventState {
         let number = |k: &str| get(k).and_then(|v| v.parse::<u32>().ok());
         let devnum = number("MAJOR").zip(number("MINOR"));
         EventState {
-            action: get("ACTION").unwrap_or_default().to_owned(),
-            devpath: get("DEVPATH").unwrap_or_default().to_owned(),
-            subsystem: get("SUBSYSTEM").map(str::to_owned),
-            driver: get("DRIVER").map(str::to_owned),
+            identity: Identity::new([get("ACTION"), get("DEVPATH"), get("SUBSYSTEM"), get("DRIVER")]),
             devnum,
             ifindex: number("IFINDEX"),
             all_tags: previous_tags,
@@ -218,16 +240,36 @@ impl EventState {
         }
     }
 
+    /// `add`, `remove`, `change`, … (empty if the event had no `ACTION`).
+    pub fn action(&self) -> &str {
+        self.identity.get(0).unwrap_or_default()
+    }
+
+    /// `/devices/…` (empty if the event had no `DEVPATH`).
+    pub fn devpath(&self) -> &str {
+        self.identity.get(1).unwrap_or_default()
+    }
+
+    /// `SUBSYSTEM`.
+    pub fn subsystem(&self) -> Option<&str> {
+        self.identity.get(2)
+    }
+
+    /// `DRIVER`.
+    pub fn driver(&self) -> Option<&str> {
+        self.identity.get(3)
+    }
+
     /// The sysname (last devpath component).
     pub fn sysname(&self) -> &str {
-        sysname(&self.devpath)
+        sysname(self.devpath())
     }
 
     fn as_device(&self) -> DeviceInfo {
         DeviceInfo {
-            devpath: self.devpath.clone(),
-            subsystem: self.subsystem.clone(),
-            driver: self.driver.clone(),
+            devpath: self.devpath().to_owned(),
+            subsystem: self.subsystem().map(str::to_owned),
+            driver: self.driver().map(str::to_owned),
             properties: self.properties.clone(),
             tags: self.all_tags.clone(),
         }
@@ -276,9 +318,9 @@ pub fn evaluate(
         trace: options.trace.then(Trace::default),
         scratch: String::new(),
     };
-    let is_remove = state.action == "remove";
+    let is_remove = state.action() == "remove";
     // Rules cannot change the devpath: its sysname is found once.
-    let name_start = state.devpath.len() - sysname(&state.devpath).len();
+    let name_start = state.devpath().len() - sysname(state.devpath()).len();
     let mut index = 0;
     while let Some(line) = rules.lines.get(index) {
         let f = line.flags;
@@ -290,8 +332,8 @@ pub fn evaluate(
         // A trace shows every line tried, so `uevd test` does not skip by guard.
         let admitted = eval.trace.is_some()
             || line.guard.admits(
-                state.subsystem.as_deref(),
-                state.devpath.get(name_start..).unwrap_or_default(),
+                state.subsystem(),
+                state.devpath().get(name_start..).unwrap_or_default(),
             );
         let mut next = index + 1;
         if relevant && admitted && eval.apply_line(line, state) {
@@ -409,7 +451,7 @@ impl Evaluator<'_> {
             Key::ParentSubsystem(p) => p.matches_str(device.subsystem.as_deref()),
             Key::ParentDriver(p) => p.matches_str(device.driver.as_deref()),
             Key::ParentTag(p) => {
-                let any = if device.devpath == state.devpath {
+                let any = if device.devpath == state.devpath() {
                     state.all_tags.iter().any(|t| p.matches_str(Some(t)))
                 } else {
                     let tags = self
@@ -490,8 +532,8 @@ impl Evaluator<'_> {
     fn match_token(&mut self, line: &Line, token: &Token, state: &mut EventState) -> bool {
         let want = token.op == Op::Match;
         let matched = match &token.key {
-            Key::Action(p) => p.matches_str(Some(&state.action)),
-            Key::Devpath(p) => p.matches_str(Some(&state.devpath)),
+            Key::Action(p) => p.matches_str(Some(state.action())),
+            Key::Devpath(p) => p.matches_str(Some(state.devpath())),
             Key::Kernel(p) => p.matches_str(Some(state.sysname())),
             Key::Symlink(p) => state.symlinks.iter().any(|l| p.matches_str(Some(l))),
             Key::Name(p) => p.matches_str(state.name.as_deref()),
@@ -501,10 +543,10 @@ impl Evaluator<'_> {
                 p.matches_str(v.as_deref())
             }
             Key::Tag(p) => state.current_tags.iter().any(|t| p.matches_str(Some(t))),
-            Key::Subsystem(p) => p.matches_str(state.subsystem.as_deref()),
-            Key::Driver(p) => p.matches_str(state.driver.as_deref()),
+            Key::Subsystem(p) => p.matches_str(state.subsystem()),
+            Key::Driver(p) => p.matches_str(state.driver()),
             Key::Attr(name, p) => {
-                let devpath = state.devpath.clone();
+                let devpath = state.devpath().to_owned();
                 return self.match_attr(name, p, token.op, &devpath, state);
             }
             Key::Sysctl(name, p) => {
@@ -521,7 +563,7 @@ impl Evaluator<'_> {
                     p = match self.other_device(&p).flatten() {
                         Some((devpath, "")) => format!("/sys{devpath}"),
                         Some((devpath, attr)) => format!("/sys{devpath}/{attr}"),
-                        None => format!("/sys{}/{p}", state.devpath),
+                        None => format!("/sys{}/{p}", state.devpath()),
                     };
                 }
                 match self.host.file_mode(&p) {
@@ -616,7 +658,7 @@ impl Evaluator<'_> {
                     None => false,
                 }
             }
-            Key::ImportParent(filter) => match parent_of(self.host, &state.devpath) {
+            Key::ImportParent(filter) => match parent_of(self.host, state.devpath()) {
                 None => false,
                 Some(mut parent) => {
                     let filter = self.expand(filter, state, false);
@@ -899,9 +941,9 @@ impl Evaluator<'_> {
             Key::AttrAssign(name, value) => {
                 let value = self.expand(value, state, false);
                 let (devpath, attr) = match name {
-                    AttrName::Plain(n) => (Some(state.devpath.clone()), n.to_string()),
+                    AttrName::Plain(n) => (Some(state.devpath().to_owned()), n.to_string()),
                     AttrName::Format(t) => {
-                        (Some(state.devpath.clone()), self.expand(t, state, false))
+                        (Some(state.devpath().to_owned()), self.expand(t, state, false))
                     }
                     AttrName::OtherDevice(t) => {
                         let spec = self.expand(t, state, false);
@@ -1025,11 +1067,11 @@ impl Evaluator<'_> {
                     None
                 };
                 if value.is_none() {
-                    value = self.host.attr(&state.devpath, attr);
+                    value = self.host.attr(state.devpath(), attr);
                 }
                 if value.is_none() {
                     if let Some(parent) =
-                        state.parent.as_ref().filter(|p| p.devpath != state.devpath)
+                        state.parent.as_ref().filter(|p| p.devpath != state.devpath())
                     {
                         let devpath = parent.devpath.clone();
                         value = self.host.attr(&devpath, attr);
@@ -1052,7 +1094,7 @@ impl Evaluator<'_> {
                     out.push_str(d);
                 }
             }
-            Subst::Devpath => out.push_str(&state.devpath),
+            Subst::Devpath => out.push_str(state.devpath()),
             Subst::Id => {
                 if let Some(p) = &state.parent {
                     out.push_str(p.sysname());
@@ -1070,7 +1112,7 @@ impl Evaluator<'_> {
                 }
             }
             Subst::Parent => {
-                if let Some(parent) = parent_of(self.host, &state.devpath) {
+                if let Some(parent) = parent_of(self.host, state.devpath()) {
                     if let Some(name) = parent.properties.get("DEVNAME") {
                         out.push_str(name.strip_prefix("/dev/").unwrap_or(name));
                     }

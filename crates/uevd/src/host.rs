@@ -397,7 +397,7 @@ impl Host for SystemHost<'_> {
                 Ok(Vec::new())
             }
             other => {
-                let message = builtins::not_implemented(other, &event.devpath);
+                let message = builtins::not_implemented(other, event.devpath());
                 // Named once as an error, then quietly (it would repeat for every device).
                 if builtins::first_report(other) {
                     self.log(

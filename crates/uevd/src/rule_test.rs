@@ -132,7 +132,7 @@ pub fn test(args: &TestArgs) -> ExitCode {
     let node = match (&devname, state.devnum) {
         (Some(name), Some((major, minor))) if major > 0 && !state.no_node => Some((
             format!("/dev/{name}"),
-            if state.subsystem.as_deref() == Some("block") {
+            if state.subsystem() == Some("block") {
                 "block"
             } else {
                 "char"

@@ -15,7 +15,19 @@ pub struct UeventBuilder {
 impl UeventBuilder {
     /// Starts an event for `devpath` in `subsystem`.
     pub fn new(action: Action, devpath: &str, subsystem: &str) -> UeventBuilder {
-        let mut bytes = Vec::with_capacity(256);
+        UeventBuilder::with_capacity(256, action, devpath, subsystem)
+    }
+
+    /// Like [`UeventBuilder::new`], with room for `capacity` bytes in all: a caller that knows
+    /// the final size (see [`UeventBuilder::size`]) gets a datagram allocated once, which
+    /// [`UeventBuilder::into_uevent`] then keeps.
+    pub fn with_capacity(
+        capacity: usize,
+        action: Action,
+        devpath: &str,
+        subsystem: &str,
+    ) -> UeventBuilder {
+        let mut bytes = Vec::with_capacity(capacity);
         bytes.extend_from_slice(action.as_str().as_bytes());
         bytes.push(b'@');
         bytes.extend_from_slice(devpath.as_bytes());
@@ -40,7 +52,23 @@ impl UeventBuilder {
 
     /// Appends `SEQNUM=seqnum`.
     pub fn seqnum(&mut self, seqnum: u64) -> &mut UeventBuilder {
-        self.var("SEQNUM", seqnum.to_string())
+        let mut digits = [0u8; 20];
+        let start = decimal(seqnum, &mut digits);
+        self.var("SEQNUM", &digits[start..])
+    }
+
+    /// The size of the datagram [`UeventBuilder::new`] starts for these values, followed by
+    /// `vars` bytes of other fields (each `KEY=VALUE` plus its NUL) and then `SEQNUM`.
+    pub fn size(action: Action, devpath: &str, subsystem: &str, vars: usize, seqnum: u64) -> usize {
+        let action = action.as_str().len();
+        let header = action + 1 + devpath.len() + 1;
+        // `KEY=VALUE\0` is two bytes more than key and value.
+        let fixed = "ACTION".len() + action + "DEVPATH".len() + devpath.len() + "SUBSYSTEM".len()
+            + subsystem.len()
+            + 3 * 2;
+        let mut digits = [0u8; 20];
+        let seqnum = "SEQNUM".len() + 2 + (20 - decimal(seqnum, &mut digits));
+        header + fixed + vars + seqnum
     }
 
     /// The datagram as built so far.
@@ -56,6 +84,24 @@ impl UeventBuilder {
     /// Parses the datagram, so a built event is exactly as valid as a received one.
     pub fn build(&self) -> Result<Uevent, ParseError> {
         Uevent::parse(&self.bytes)
+    }
+
+    /// Like [`UeventBuilder::build`], handing the buffer over to the event: no copy.
+    pub fn into_uevent(self) -> Result<Uevent, ParseError> {
+        Uevent::from_vec(self.bytes)
+    }
+}
+
+/// Writes `n` in decimal at the end of `digits`; returns where it starts.
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> usize {
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return start;
+        }
     }
 }
 
@@ -78,6 +124,22 @@ mod tests {
 SUBSYSTEM=misc\0DEVNAME=foo\0MAJOR=10\0MINOR=99\0SEQNUM=5\0"
         );
         assert_eq!(ev.devnum(), Some((10, 99)));
+    }
+
+    #[test]
+    fn size_is_exact_and_a_sized_builder_never_grows() {
+        for seqnum in [0, 7, 10, 99, 12345, u64::MAX] {
+            let vars = "DEVNAME=foo\0".len();
+            let size = UeventBuilder::size(Action::Change, "/devices/a/b", "misc", vars, seqnum);
+            let mut b =
+                UeventBuilder::with_capacity(size, Action::Change, "/devices/a/b", "misc");
+            b.var("DEVNAME", "foo").seqnum(seqnum);
+            assert_eq!(b.as_bytes().len(), size, "seqnum {seqnum}");
+            assert_eq!(b.bytes.capacity(), size);
+            let ev = b.into_uevent().unwrap();
+            assert_eq!(ev.seqnum(), seqnum);
+            assert_eq!(ev.get("SEQNUM"), Some(seqnum.to_string().as_str()));
+        }
     }
 
     #[test]

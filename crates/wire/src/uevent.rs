@@ -76,7 +76,13 @@ const TEXT_KEYS: [(Known, &str); 8] = [
     (Known::Driver, "DRIVER"),
     (Known::SynthUuid, "SYNTH_UUID"),
 ];
-const ABSENT: u8 = u8::MAX;
+/// A [`Known`] key the message does not carry (no field starts at `u16::MAX`: messages are
+/// shorter than [`MAX_MESSAGE_LEN`]).
+const ABSENT: Field = Field {
+    start: u16::MAX,
+    eq: u16::MAX,
+    end: u16::MAX,
+};
 
 impl Known {
     fn of(key: &[u8]) -> Option<Known> {
@@ -111,9 +117,12 @@ pub struct Uevent {
     bytes: Storage,
     /// Length of the header, without its NUL.
     header_len: u16,
-    fields: Vec<Field>,
-    /// Index into `fields` of the last occurrence of each [`Known`] key, or [`ABSENT`].
-    known: [u8; KNOWN_COUNT],
+    /// How many `KEY=VALUE` fields follow the header (at most [`MAX_FIELDS`]). They are not
+    /// indexed: iterating finds them again with `memchr`, which costs less than a second
+    /// allocation per event.
+    count: u8,
+    /// The last occurrence of each [`Known`] key, or [`ABSENT`].
+    known: [Field; KNOWN_COUNT],
     action: Action,
     seqnum: u64,
     devnum: Option<(u32, u32)>,
@@ -123,80 +132,13 @@ pub struct Uevent {
 impl Uevent {
     /// Parses and validates one datagram as received from the kernel.
     pub fn parse(bytes: &[u8]) -> Result<Uevent, ParseError> {
-        if bytes.is_empty() {
-            return Err(ParseError::Empty);
-        }
-        if bytes.len() > MAX_MESSAGE_LEN {
-            return Err(ParseError::TooLarge {
-                len: bytes.len(),
-                max: MAX_MESSAGE_LEN,
-            });
-        }
-        if bytes.starts_with(b"libudev\0") {
-            return Err(ParseError::LibudevFraming);
-        }
-        if bytes.last() != Some(&0) {
-            return Err(ParseError::Truncated);
-        }
-        let header_len = memchr0(bytes, 0);
-        let header = &bytes[..header_len];
-        let Some(at) = memchr::memchr(b'@', header) else {
-            return Err(ParseError::MissingHeader {
-                first: excerpt(header),
-            });
-        };
+        Layout::scan(bytes)?.into_event(Storage::new(bytes))
+    }
 
-        let mut fields = Vec::with_capacity(16);
-        let mut known = [ABSENT; KNOWN_COUNT];
-        let mut pos = header_len + 1;
-        while pos < bytes.len() {
-            // The key: printable ASCII up to '='. The message ends in NUL, so this stops.
-            let mut eq = pos;
-            loop {
-                let b = bytes[eq];
-                if b == b'=' {
-                    break;
-                }
-                if !b.is_ascii_graphic() {
-                    return Err(field_error(bytes, pos, eq));
-                }
-                eq += 1;
-            }
-            if eq == pos {
-                return Err(ParseError::InvalidKey {
-                    key: String::new(),
-                    offset: pos,
-                });
-            }
-            let end = memchr0(bytes, eq + 1);
-            if fields.len() == MAX_FIELDS {
-                return Err(ParseError::TooManyFields { max: MAX_FIELDS });
-            }
-            if let Some(k) = Known::of(&bytes[pos..eq]) {
-                // MAX_FIELDS < ABSENT, so the index fits and never collides with ABSENT.
-                known[k as usize] = fields.len() as u8;
-            }
-            // MAX_MESSAGE_LEN < u16::MAX, so offsets fit.
-            fields.push(Field {
-                start: pos as u16,
-                eq: eq as u16,
-                end: end as u16,
-            });
-            pos = end + 1;
-        }
-
-        let mut event = Uevent {
-            bytes: Storage::new(bytes),
-            header_len: header_len as u16,
-            fields,
-            known,
-            action: Action::Add,
-            seqnum: 0,
-            devnum: None,
-            ifindex: None,
-        };
-        event.validate(at)?;
-        Ok(event)
+    /// Like [`Uevent::parse`], for a datagram the caller built and hands over: its buffer
+    /// becomes the event's, without a copy.
+    pub fn from_vec(bytes: Vec<u8>) -> Result<Uevent, ParseError> {
+        Layout::scan(&bytes)?.into_event(Storage::from_vec(bytes))
     }
 
     /// Checks required keys, the header, text and numeric values; fills the cached values.
@@ -300,14 +242,14 @@ impl Uevent {
     }
 
     fn known_bytes(&self, known: Known) -> Option<&[u8]> {
-        let index = self.known[known as usize];
-        (index != ABSENT).then(|| self.field_value(self.fields[usize::from(index)]))
+        let field = self.known[known as usize];
+        (field != ABSENT).then(|| self.field_value(field))
     }
 
     /// A text key's value; validated as UTF-8 at parse time.
     fn known_str(&self, known: Known) -> Option<&str> {
-        let index = self.known[known as usize];
-        (index != ABSENT).then(|| self.value_str(self.fields[usize::from(index)]))?
+        let field = self.known[known as usize];
+        (field != ABSENT).then(|| self.value_str(field))?
     }
 
     /// A field's value as text, if it is UTF-8: a slice of the validated text for nearly
@@ -400,16 +342,14 @@ impl Uevent {
 
     /// The last field named `key`, comparing raw key bytes (no UTF-8 check per field).
     fn last_field(&self, key: &str) -> Option<Field> {
-        self.fields
-            .iter()
+        self.fields()
             .rev()
             .find(|f| &self.bytes.raw()[usize::from(f.start)..usize::from(f.eq)] == key.as_bytes())
-            .copied()
     }
 
     /// Every field in wire order, duplicates included.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&str, &[u8])> + ExactSizeIterator {
-        self.fields.iter().map(|&f| {
+        self.fields().map(|f| {
             // Keys were checked to be ASCII at parse time.
             (self.key_str(f), self.field_value(f))
         })
@@ -418,7 +358,7 @@ impl Uevent {
     /// Every field in wire order with its value as text: borrowed when it is UTF-8 (nearly
     /// always, and then without a second check), else with invalid bytes replaced by U+FFFD.
     pub fn iter_text(&self) -> impl Iterator<Item = (&str, Cow<'_, str>)> {
-        self.fields.iter().map(|&f| {
+        self.fields().map(|f| {
             let value = match self.value_str(f) {
                 Some(v) => Cow::Borrowed(v),
                 None => String::from_utf8_lossy(self.field_value(f)),
@@ -435,13 +375,24 @@ impl Uevent {
 
     /// The number of `KEY=VALUE` fields, duplicates included.
     pub fn len(&self) -> usize {
-        self.fields.len()
+        usize::from(self.count)
     }
 
     /// Never true for a parsed event (it has at least ACTION, DEVPATH, SUBSYSTEM and SEQNUM);
     /// present because `len` is.
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.count == 0
+    }
+
+    /// The fields after the header, found again in the validated message.
+    fn fields(&self) -> Fields<'_> {
+        let bytes = self.bytes.raw();
+        Fields {
+            bytes,
+            front: usize::from(self.header_len) + 1,
+            back: bytes.len(),
+            left: self.len(),
+        }
     }
 
     /// The `ACTION@DEVPATH` header as received.
@@ -482,6 +433,166 @@ impl fmt::Debug for Uevent {
     }
 }
 
+/// Where a message's header and known fields are: the result of one scan, made before the
+/// message is stored so that a rejected one costs no allocation.
+struct Layout {
+    /// Length of the header, without its NUL.
+    header_len: usize,
+    /// The `@` in the header.
+    at: usize,
+    /// How many fields follow the header.
+    count: usize,
+    known: [Field; KNOWN_COUNT],
+}
+
+impl Layout {
+    /// Checks the framing and the keys of every field; finds the known ones.
+    fn scan(bytes: &[u8]) -> Result<Layout, ParseError> {
+        if bytes.is_empty() {
+            return Err(ParseError::Empty);
+        }
+        if bytes.len() > MAX_MESSAGE_LEN {
+            return Err(ParseError::TooLarge {
+                len: bytes.len(),
+                max: MAX_MESSAGE_LEN,
+            });
+        }
+        if bytes.starts_with(b"libudev\0") {
+            return Err(ParseError::LibudevFraming);
+        }
+        if bytes.last() != Some(&0) {
+            return Err(ParseError::Truncated);
+        }
+        let header_len = memchr0(bytes, 0);
+        let header = &bytes[..header_len];
+        let Some(at) = memchr::memchr(b'@', header) else {
+            return Err(ParseError::MissingHeader {
+                first: excerpt(header),
+            });
+        };
+
+        let mut count = 0;
+        let mut known = [ABSENT; KNOWN_COUNT];
+        let mut pos = header_len + 1;
+        while pos < bytes.len() {
+            // The key: printable ASCII up to '='. The message ends in NUL, so this stops.
+            let mut eq = pos;
+            loop {
+                let b = bytes[eq];
+                if b == b'=' {
+                    break;
+                }
+                if !b.is_ascii_graphic() {
+                    return Err(field_error(bytes, pos, eq));
+                }
+                eq += 1;
+            }
+            if eq == pos {
+                return Err(ParseError::InvalidKey {
+                    key: String::new(),
+                    offset: pos,
+                });
+            }
+            let end = memchr0(bytes, eq + 1);
+            if count == MAX_FIELDS {
+                return Err(ParseError::TooManyFields { max: MAX_FIELDS });
+            }
+            count += 1;
+            if let Some(k) = Known::of(&bytes[pos..eq]) {
+                // MAX_MESSAGE_LEN < u16::MAX, so offsets fit and never equal ABSENT's.
+                known[k as usize] = Field {
+                    start: pos as u16,
+                    eq: eq as u16,
+                    end: end as u16,
+                };
+            }
+            pos = end + 1;
+        }
+        Ok(Layout {
+            header_len,
+            at,
+            count,
+            known,
+        })
+    }
+
+    /// The event over `bytes` (the scanned message, stored), validated.
+    fn into_event(self, bytes: Storage) -> Result<Uevent, ParseError> {
+        let mut event = Uevent {
+            bytes,
+            header_len: self.header_len as u16,
+            // At most MAX_FIELDS (128).
+            count: self.count as u8,
+            known: self.known,
+            action: Action::Add,
+            seqnum: 0,
+            devnum: None,
+            ifindex: None,
+        };
+        event.validate(self.at)?;
+        Ok(event)
+    }
+}
+
+/// The fields of a validated message, from either end. Validation guarantees the shape this
+/// relies on: after the header's NUL, `count` runs of `KEY=VALUE\0`, keys without `=` or NUL.
+struct Fields<'a> {
+    bytes: &'a [u8],
+    /// Where the next field from the front starts.
+    front: usize,
+    /// One past the NUL of the next field from the back.
+    back: usize,
+    left: usize,
+}
+
+impl Fields<'_> {
+    /// The field starting at `start` and ending with the NUL at `end`.
+    fn at(&self, start: usize, end: usize) -> Field {
+        let eq = memchr::memchr(b'=', &self.bytes[start..end]).map_or(end, |i| start + i);
+        // MAX_MESSAGE_LEN < u16::MAX, so offsets fit.
+        Field {
+            start: start as u16,
+            eq: eq as u16,
+            end: end as u16,
+        }
+    }
+}
+
+impl Iterator for Fields<'_> {
+    type Item = Field;
+
+    fn next(&mut self) -> Option<Field> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let start = self.front;
+        let end = memchr0(self.bytes, start);
+        self.front = end + 1;
+        Some(self.at(start, end))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl DoubleEndedIterator for Fields<'_> {
+    fn next_back(&mut self) -> Option<Field> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let end = self.back - 1;
+        // The header's NUL precedes every field.
+        let start = memchr::memrchr(0, &self.bytes[..end]).map_or(0, |i| i + 1);
+        self.back = start;
+        Some(self.at(start, end))
+    }
+}
+
+impl ExactSizeIterator for Fields<'_> {}
+
 /// A message's bytes, kept as `str` when the whole message is UTF-8 (as kernel messages are)
 /// so that text fields are slices of already-validated text.
 #[derive(Clone)]
@@ -496,6 +607,14 @@ impl Storage {
         match std::str::from_utf8(bytes) {
             Ok(text) => Storage::Text(text.into()),
             Err(_) => Storage::Binary(bytes.into()),
+        }
+    }
+
+    /// Validates once and keeps the buffer (it is only reallocated if it has spare room).
+    fn from_vec(bytes: Vec<u8>) -> Storage {
+        match String::from_utf8(bytes) {
+            Ok(text) => Storage::Text(text.into_boxed_str()),
+            Err(e) => Storage::Binary(e.into_bytes().into_boxed_slice()),
         }
     }
 

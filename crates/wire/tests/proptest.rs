@@ -49,7 +49,39 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         if let Ok(ev) = Uevent::parse(&bytes) {
-            prop_assert_eq!(ev.to_bytes(), bytes);
+            prop_assert_eq!(ev.to_bytes(), bytes.clone());
+            prop_assert_eq!(Uevent::from_vec(bytes), Ok(ev));
+        } else {
+            prop_assert!(Uevent::from_vec(bytes).is_err());
+        }
+    }
+
+    #[test]
+    fn fields_read_the_same_from_either_end(raw in valid_event()) {
+        let ev = Uevent::parse(&raw).expect("generated event is valid");
+        let forward: Vec<_> = ev.iter().collect();
+        let mut backward: Vec<_> = ev.iter().rev().collect();
+        backward.reverse();
+        prop_assert_eq!(&forward, &backward);
+        prop_assert_eq!(forward.len(), ev.len());
+        prop_assert_eq!(ev.iter().len(), ev.len());
+        // Both ends at once meet in the middle without losing or repeating a field.
+        let mut both = ev.iter();
+        let (mut front, mut back) = (Vec::new(), Vec::new());
+        loop {
+            match (both.next(), both.next_back()) {
+                (Some(f), Some(b)) => { front.push(f); back.push(b); }
+                (Some(f), None) => { front.push(f); break; }
+                _ => break,
+            }
+        }
+        back.reverse();
+        front.extend(back);
+        prop_assert_eq!(front, forward.clone());
+        // A repeated key reads as its last value, as the kernel's SEQNUM must.
+        for (k, _) in &forward {
+            let last = forward.iter().rev().find(|(key, _)| key == k).map(|(_, v)| *v);
+            prop_assert_eq!(ev.get_bytes(k), last);
         }
     }
 

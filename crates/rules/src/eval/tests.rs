@@ -756,3 +756,23 @@ fn import_lines_parse_as_udev_and_report_the_bad_ones() {
         want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
     );
 }
+
+#[test]
+fn the_event_identity_keeps_each_value_and_each_absence() {
+    let state = disk_event("add");
+    assert_eq!(
+        (state.action(), state.devpath(), state.subsystem(), state.driver()),
+        ("add", DISK, Some("block"), None)
+    );
+    assert_eq!(state.sysname(), "sdb");
+    // A gap before a later value: the driver is found past the missing subsystem.
+    let state = EventState::new(
+        Properties::from_pairs([("DEVPATH", "/devices/x"), ("DRIVER", "drv")]),
+        vec![],
+        Properties::default(),
+    );
+    assert_eq!(
+        (state.action(), state.devpath(), state.subsystem(), state.driver()),
+        ("", "/devices/x", None, Some("drv"))
+    );
+}

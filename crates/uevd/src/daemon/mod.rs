@@ -201,6 +201,8 @@ struct Daemon {
     listener: KernelListener,
     sysfs: Sysfs,
     known: HashMap<String, Arc<DeviceRecord>, FastHash>,
+    /// Finished jobs being collected; kept between turns for its capacity.
+    done: Vec<Processed>,
     /// The policy still being loaded at start ([`LoadPolicy`]).
     loading: Option<std::thread::JoinHandle<Arc<dyn Policy>>>,
     /// The policy reads ancestors' records ([`policy::Policy::reads_ancestors`]).
@@ -336,6 +338,7 @@ pub fn run(config: Config, policy: LoadPolicy, reload: Reload) -> Result<(), Dae
         pool,
         listener,
         known,
+        done: Vec::new(),
         server,
         epoll,
         reload,
@@ -578,9 +581,12 @@ impl Daemon {
 
     /// Handles finished events; `woken` when the workers' eventfd fired.
     fn collect(&mut self, woken: bool) {
-        for processed in self.pool.completed(woken) {
+        let mut done = std::mem::take(&mut self.done);
+        self.pool.completed_into(woken, &mut done);
+        for processed in done.drain(..) {
             self.finish(processed);
         }
+        self.done = done;
     }
 
     fn finish(&mut self, mut p: Processed) {
@@ -839,6 +845,7 @@ impl Daemon {
         }
         self.queue.shrink();
         self.known.shrink_to_fit();
+        self.done.shrink_to_fit();
         self.pool.processor().db().release_buffer();
         crate::memory::release_free_memory();
         debug!(

@@ -306,10 +306,13 @@ impl<F: DevFs> Processor<F> {
         let event = &out.event;
         let previous = out.previous.as_deref();
         let policy = self.policy();
-        let decision = policy.decide(event, &around.context(previous));
+        let mut decision = policy.decide(event, &around.context(previous));
 
         let mut properties = if decision.properties_complete {
-            decision.properties.filtered(|k, _| !per_event(k))
+            // The event's own list becomes the record's: no copy.
+            let mut properties = std::mem::take(&mut decision.properties);
+            properties.retain(|k, _| !per_event(k));
+            properties
         } else {
             let mut properties: Properties = event
                 .iter()

@@ -134,8 +134,11 @@ impl RulesPolicy {
 
 /// The rule engine's starting state for an event.
 pub fn event_state(event: &Uevent, previous: Option<&DeviceRecord>) -> EventState {
-    // One allocation for the text, one for the entries: the datagram's size bounds both.
-    let mut properties = Properties::with_capacity(event.len(), event.as_bytes().len() + 8);
+    // One allocation for the text, one for the entries. The text is the datagram's fields
+    // without `=` and NUL, plus `/dev/`: what most events keep (their list becomes the
+    // device's record), with little to spare.
+    let text = event.as_bytes().len() - event.header().len() - 2 * event.len() + "/dev/".len();
+    let mut properties = Properties::with_capacity(event.len(), text);
     for (k, v) in event.iter_text() {
         // The kernel's DEVNAME is relative; rules (and udev's database) see /dev/NAME.
         if k == "DEVNAME" && !v.starts_with('/') {
