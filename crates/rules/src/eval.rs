@@ -213,7 +213,12 @@ impl Identity {
 
     fn get(&self, i: usize) -> Option<&str> {
         let end = self.ends[i]? as usize;
-        let start = self.ends[..i].iter().rev().flatten().next().map_or(0, |&e| e as usize);
+        let start = self.ends[..i]
+            .iter()
+            .rev()
+            .flatten()
+            .next()
+            .map_or(0, |&e| e as usize);
         self.text.get(start..end)
     }
 }
@@ -230,7 +235,12 @@ impl EventState {
         let number = |k: &str| get(k).and_then(|v| v.parse::<u32>().ok());
         let devnum = number("MAJOR").zip(number("MINOR"));
         EventState {
-            identity: Identity::new([get("ACTION"), get("DEVPATH"), get("SUBSYSTEM"), get("DRIVER")]),
+            identity: Identity::new([
+                get("ACTION"),
+                get("DEVPATH"),
+                get("SUBSYSTEM"),
+                get("DRIVER"),
+            ]),
             devnum,
             ifindex: number("IFINDEX"),
             all_tags: previous_tags,
@@ -942,9 +952,10 @@ impl Evaluator<'_> {
                 let value = self.expand(value, state, false);
                 let (devpath, attr) = match name {
                     AttrName::Plain(n) => (Some(state.devpath().to_owned()), n.to_string()),
-                    AttrName::Format(t) => {
-                        (Some(state.devpath().to_owned()), self.expand(t, state, false))
-                    }
+                    AttrName::Format(t) => (
+                        Some(state.devpath().to_owned()),
+                        self.expand(t, state, false),
+                    ),
                     AttrName::OtherDevice(t) => {
                         let spec = self.expand(t, state, false);
                         match self.other_device(&spec) {
@@ -1070,8 +1081,10 @@ impl Evaluator<'_> {
                     value = self.host.attr(state.devpath(), attr);
                 }
                 if value.is_none() {
-                    if let Some(parent) =
-                        state.parent.as_ref().filter(|p| p.devpath != state.devpath())
+                    if let Some(parent) = state
+                        .parent
+                        .as_ref()
+                        .filter(|p| p.devpath != state.devpath())
                     {
                         let devpath = parent.devpath.clone();
                         value = self.host.attr(&devpath, attr);

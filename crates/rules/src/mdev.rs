@@ -41,15 +41,17 @@
 //!
 //! # Regular expressions
 //!
-//! Patterns are POSIX EREs. They are translated to the `regex` crate's syntax (bracket
-//! expressions such as `[]a]`, `[\.]` and `[[:digit:]]` keep their POSIX meaning) and, for the
-//! device and `$ENVVAR` matches, wrapped as `^(?:...)$`. Whether a rule matches is the same as
-//! busybox's test (a match starting at 0 and ending at the end of the string): any full match
-//! exists exactly when the anchored pattern matches. *Which* text a group captures can differ:
-//! POSIX asks each subexpression to be leftmost-longest, while the `regex` crate takes the first
-//! alternative that lets the whole match succeed. For `(a|ab)(bc|c)` against `abc`, uevd gives
-//! `%1=a %2=bc` (glibc's `regexec` does the same); a strictly leftmost-longest engine gives
-//! `%1=ab %2=c`. Back-references (`\1`) are not supported and are reported as errors.
+//! Patterns are POSIX EREs. They are translated to the syntax of `regex-lite`, the `regex`
+//! crate's small sibling (mdev.conf patterns are short and matched against short names; the
+//! full engine was a quarter of the daemon's code, and the daemon's idle memory is mostly its
+//! code). Bracket expressions such as `[]a]`, `[\.]` and `[[:digit:]]` keep their POSIX
+//! meaning, and the device and `$ENVVAR` matches are wrapped as `^(?:...)$`. Whether a rule
+//! matches is the same as busybox's test (a match starting at 0 and ending at the end of the
+//! string): any full match exists exactly when the anchored pattern matches. *Which* text a
+//! group captures can differ: POSIX asks each subexpression to be leftmost-longest, while
+//! `regex-lite` takes the first alternative that lets the whole match succeed. For
+//! `(a|ab)(bc|c)` against `abc`, uevd gives `%1=a %2=bc` (glibc's `regexec` does the same);
+//! a strictly leftmost-longest engine gives `%1=ab %2=c`. Back-references (`\1`) are not supported and are reported as errors.
 //!
 //! # Differences from busybox, on purpose
 //!
@@ -65,7 +67,7 @@
 
 use std::fmt;
 
-use regex::Regex;
+use regex_lite::Regex;
 
 /// A parsed `mdev.conf`: the good rules, in file order.
 #[derive(Debug, Clone, Default)]
@@ -698,14 +700,14 @@ fn compile(source: &str, anchored: bool) -> Result<Pattern, MdevErrorKind> {
 }
 
 /// The one-line reason from a `regex` error (its `Display` repeats the translated pattern).
-fn regex_message(error: &regex::Error) -> String {
+fn regex_message(error: &regex_lite::Error) -> String {
     let text = error.to_string();
     text.lines()
         .find_map(|l| l.strip_prefix("error: "))
         .map_or_else(|| text.trim().to_owned(), str::to_owned)
 }
 
-/// Translate a POSIX ERE into `regex` crate syntax. Outside brackets the two agree closely
+/// Translate a POSIX ERE into `regex-lite` syntax. Outside brackets the two agree closely
 /// enough to pass text through; inside a bracket expression POSIX has no escapes, `]` first is
 /// literal, and `[`, `&&`, `--`, `~~` are plain characters, so literals are escaped there.
 fn translate_ere(src: &str) -> Result<String, String> {
@@ -1493,11 +1495,11 @@ mod tests {
     fn error_bad_regex() {
         assert_eq!(
             error("nul(l 0:0 600\n"),
-            "mdev.conf:1:1: invalid regular expression `nul(l`: unclosed group"
+            "mdev.conf:1:1: invalid regular expression `nul(l`: found open group without closing ')'"
         );
         assert_eq!(
             error("A=(;null 0:0 600\n"),
-            "mdev.conf:1:3: invalid regular expression `(`: unclosed group"
+            "mdev.conf:1:3: invalid regular expression `(`: found open group without closing ')'"
         );
         assert_eq!(
             error("$A=x[ 0:0 600\n"),

@@ -63,7 +63,11 @@ impl UeventBuilder {
         let action = action.as_str().len();
         let header = action + 1 + devpath.len() + 1;
         // `KEY=VALUE\0` is two bytes more than key and value.
-        let fixed = "ACTION".len() + action + "DEVPATH".len() + devpath.len() + "SUBSYSTEM".len()
+        let fixed = "ACTION".len()
+            + action
+            + "DEVPATH".len()
+            + devpath.len()
+            + "SUBSYSTEM".len()
             + subsystem.len()
             + 3 * 2;
         let mut digits = [0u8; 20];
@@ -131,8 +135,7 @@ SUBSYSTEM=misc\0DEVNAME=foo\0MAJOR=10\0MINOR=99\0SEQNUM=5\0"
         for seqnum in [0, 7, 10, 99, 12345, u64::MAX] {
             let vars = "DEVNAME=foo\0".len();
             let size = UeventBuilder::size(Action::Change, "/devices/a/b", "misc", vars, seqnum);
-            let mut b =
-                UeventBuilder::with_capacity(size, Action::Change, "/devices/a/b", "misc");
+            let mut b = UeventBuilder::with_capacity(size, Action::Change, "/devices/a/b", "misc");
             b.var("DEVNAME", "foo").seqnum(seqnum);
             assert_eq!(b.as_bytes().len(), size, "seqnum {seqnum}");
             assert_eq!(b.bytes.capacity(), size);

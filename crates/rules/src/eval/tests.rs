@@ -761,7 +761,12 @@ fn import_lines_parse_as_udev_and_report_the_bad_ones() {
 fn the_event_identity_keeps_each_value_and_each_absence() {
     let state = disk_event("add");
     assert_eq!(
-        (state.action(), state.devpath(), state.subsystem(), state.driver()),
+        (
+            state.action(),
+            state.devpath(),
+            state.subsystem(),
+            state.driver()
+        ),
         ("add", DISK, Some("block"), None)
     );
     assert_eq!(state.sysname(), "sdb");
@@ -772,7 +777,12 @@ fn the_event_identity_keeps_each_value_and_each_absence() {
         Properties::default(),
     );
     assert_eq!(
-        (state.action(), state.devpath(), state.subsystem(), state.driver()),
+        (
+            state.action(),
+            state.devpath(),
+            state.subsystem(),
+            state.driver()
+        ),
         ("", "/devices/x", None, Some("drv"))
     );
 }
