@@ -308,11 +308,14 @@ impl<F: DevFs> Processor<F> {
         let policy = self.policy();
         let mut decision = policy.decide(event, &around.context(previous));
 
-        let mut properties = if decision.properties_complete {
-            // The event's own list becomes the record's: no copy.
+        let mut properties = if decision.properties_complete && decision.run.is_empty() {
+            // The event's own list becomes the record's: no copy. (Helpers plan from the
+            // decision's list, so with helpers to run it stays there.)
             let mut properties = std::mem::take(&mut decision.properties);
             properties.retain(|k, _| !per_event(k));
             properties
+        } else if decision.properties_complete {
+            decision.properties.filtered(|k, _| !per_event(k))
         } else {
             let mut properties: Properties = event
                 .iter()
