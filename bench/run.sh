@@ -13,8 +13,8 @@ if ! command -v busybox >/dev/null || ! command -v udevadm >/dev/null; then
     apt-get update -qq && apt-get install -y -qq busybox udev >/dev/null
 fi
 cargo build --release -q -p uevd -p uevd-bench
-# The static musl build (for small systems) is measured beside the default one where it can
-# be built; rustup fetches the target's standard library once.
+# The static musl build (the daemon's build, see the README) is measured beside the glibc one
+# where it can be built; rustup fetches the target's standard library once.
 static=()
 musl=x86_64-unknown-linux-musl
 if rustup target list --installed 2>/dev/null | grep -qx $musl || rustup target add $musl >/dev/null 2>&1; then
