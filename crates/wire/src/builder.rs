@@ -52,9 +52,10 @@ impl UeventBuilder {
 
     /// Appends `SEQNUM=seqnum`.
     pub fn seqnum(&mut self, seqnum: u64) -> &mut UeventBuilder {
-        let mut digits = [0u8; 20];
-        let start = decimal(seqnum, &mut digits);
-        self.var("SEQNUM", &digits[start..])
+        self.bytes.extend_from_slice(b"SEQNUM=");
+        push_decimal(&mut self.bytes, seqnum);
+        self.bytes.push(0);
+        self
     }
 
     /// The size of the datagram [`UeventBuilder::new`] starts for these values, followed by
@@ -70,8 +71,8 @@ impl UeventBuilder {
             + "SUBSYSTEM".len()
             + subsystem.len()
             + 3 * 2;
-        let mut digits = [0u8; 20];
-        let seqnum = "SEQNUM".len() + 2 + (20 - decimal(seqnum, &mut digits));
+        let digits = seqnum.checked_ilog10().map_or(1, |d| d as usize + 1);
+        let seqnum = "SEQNUM".len() + 2 + digits;
         header + fixed + vars + seqnum
     }
 
@@ -96,17 +97,20 @@ impl UeventBuilder {
     }
 }
 
-/// Writes `n` in decimal at the end of `digits`; returns where it starts.
-fn decimal(mut n: u64, digits: &mut [u8; 20]) -> usize {
-    let mut start = digits.len();
+/// Appends `n` in decimal, as the kernel writes numbers in uevents (and uevd in its
+/// database): without the allocation of `to_string`.
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
     loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            return start;
+            break;
         }
     }
+    out.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]

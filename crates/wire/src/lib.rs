@@ -12,6 +12,6 @@ mod error;
 mod uevent;
 
 pub use action::{Action, UnknownAction};
-pub use builder::UeventBuilder;
+pub use builder::{push_decimal, UeventBuilder};
 pub use error::ParseError;
 pub use uevent::{Uevent, MAX_FIELDS, MAX_MESSAGE_LEN};

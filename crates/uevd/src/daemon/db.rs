@@ -46,7 +46,7 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use uevd_rules::eval::Properties;
-use uevd_wire::Uevent;
+use uevd_wire::{push_decimal, Uevent};
 
 /// The node a device has: what was made, and the directories made for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -362,21 +362,6 @@ fn line(out: &mut Vec<u8>, tag: &[u8], value: &str) {
     out.extend_from_slice(tag);
     escape_into(out, value);
     out.push(b'\n');
-}
-
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 fn unescape(s: &str) -> Option<String> {
